@@ -1,0 +1,36 @@
+"""Test configuration shared by every test module.
+
+x64 is enabled for the whole session so each derivative test can run in float32 and float64
+(explicit dtypes everywhere; library code must respect the input dtype). Hypothesis uses a
+deterministic profile without deadlines (JAX compiles on first call).
+"""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+settings.register_profile(
+    "chainrule",
+    derandomize=True,
+    deadline=None,
+    max_examples=25,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("chainrule")
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+@pytest.fixture(params=FLOAT_DTYPES)
+def dtype(request):
+    """Each derivative test runs in float32 and float64."""
+    import jax.numpy as jnp
+
+    return jnp.dtype(request.param)
