@@ -154,13 +154,26 @@ def _rebuild(diff: tuple, dynamic: tuple, static: _Static, argnums: tuple[int, .
     return tuple(args), kwargs
 
 
-def _arg_name(i: int) -> str:
-    return f"args[{i}]"
+def _arg_names(fun: Callable, argnums: tuple[int, ...]) -> list[str]:
+    """Names for error messages: the parameter's own name where the signature has one."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [
+        params[i].name if i < len(params) and params[i].kind in positional else f"args[{i}]"
+        for i in argnums
+    ]
 
 
-def _check_diff_args(diff: tuple, argnums: tuple[int, ...], allow_complex: bool = True) -> None:
-    for i, d in zip(argnums, diff, strict=True):
-        check_differentiable(d, _arg_name(i), allow_complex=allow_complex)
+def _check_diff_args(
+    fun: Callable, diff: tuple, argnums: tuple[int, ...], allow_complex: bool = True
+) -> None:
+    for name, d in zip(_arg_names(fun, argnums), diff, strict=True):
+        check_differentiable(d, name, allow_complex=allow_complex)
 
 
 def _shape_struct(tree: PyTree) -> tuple:
@@ -410,7 +423,7 @@ def _value_and_grad_call(fun, argnums, has_aux, holomorphic, args, kwargs):
 
 def _vg_impl(fun, argnums, has_aux, holomorphic, diff, dynamic, static):
     nums = (argnums,) if isinstance(argnums, int) else argnums
-    _check_diff_args(diff, nums, allow_complex=True)
+    _check_diff_args(fun, diff, nums, allow_complex=True)
     args, kwargs = _rebuild(diff, dynamic, static, nums)
     checked = _scalar_checked(fun, has_aux, "grad", holomorphic)
     return jax.value_and_grad(checked, argnums, has_aux=has_aux, holomorphic=holomorphic)(
@@ -605,7 +618,7 @@ def _jac_chunked(g, dyn, mode, chunk_size, has_aux):
 
 def _jacobian_impl(fun, mode, argnums, chunk_size, has_aux, holomorphic, diff, dynamic, static):
     nums = (argnums,) if isinstance(argnums, int) else argnums
-    _check_diff_args(diff, nums, allow_complex=holomorphic or mode == "rev")
+    _check_diff_args(fun, diff, nums, allow_complex=holomorphic or mode == "rev")
 
     def g(d):
         d = (d,) if isinstance(argnums, int) else d
@@ -822,7 +835,7 @@ def hvp_batched(
 
 def _hessian_impl(fun, argnums, chunk_size, diff, dynamic, static):
     nums = (argnums,) if isinstance(argnums, int) else argnums
-    _check_diff_args(diff, nums, allow_complex=False)
+    _check_diff_args(fun, diff, nums, allow_complex=False)
 
     def f(d):
         d = (d,) if isinstance(argnums, int) else d

@@ -1,0 +1,391 @@
+"""chainrule.ad against JAX's own transforms, on random pytrees, in float32 and float64."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import chainrule as cr
+
+# Tolerances: both sides run the same primitives; differences come from XLA fusing and
+# reassociating sums differently, a few ulps times the size of the terms summed.
+TOL = {jnp.dtype("float32"): 2e-5, jnp.dtype("float64"): 1e-12}
+
+
+def assert_trees_close(a, b, dtype, scale=1.0):
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        assert np.shape(x) == np.shape(y)
+        assert jnp.result_type(x) == jnp.result_type(y)
+        tol = TOL[jnp.dtype(dtype)] * scale
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+
+
+class Pair(NamedTuple):
+    a: jax.Array
+    b: jax.Array
+
+
+SHAPES = st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple)
+
+
+def _leaf():
+    return SHAPES
+
+
+def _tree(depth=2):
+    leaf = _leaf()
+    if depth == 0:
+        return leaf
+    sub = _tree(depth - 1)
+    return st.one_of(
+        leaf,
+        st.dictionaries(st.sampled_from(["w", "b", "layers", "x"]), sub, min_size=1, max_size=3),
+        st.lists(sub, min_size=1, max_size=3),
+        st.lists(sub, min_size=1, max_size=3).map(tuple),
+        st.tuples(sub, sub).map(lambda t: Pair(*t)),
+    )
+
+
+def materialize(shape_tree, seed, dtype):
+    """Turn a pytree of shapes into a pytree of random arrays."""
+    leaves, treedef = jax.tree_util.tree_flatten(
+        shape_tree, is_leaf=lambda s: isinstance(s, tuple) and all(isinstance(i, int) for i in s)
+    )
+    keys = jax.random.split(jax.random.PRNGKey(seed), max(len(leaves), 1))
+    arrays = [jax.random.normal(k, s, dtype) * 0.7 for k, s in zip(keys, leaves, strict=False)]
+    return treedef.unflatten(arrays)
+
+
+# Functions that couple all leaves, so a wrong path or a mixed-up leaf changes the answer.
+def scalar_fn(tree):
+    leaves = jax.tree_util.tree_leaves(tree)
+    total = sum(jnp.sum(jnp.sin(x) * x**2) for x in leaves)
+    coupling = sum(jnp.sum(x) for x in leaves)
+    return total + 0.3 * coupling**2 + 0.1 * jnp.cos(coupling)
+
+
+def vector_fn(tree):
+    s = sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(tree))
+    return jax.tree.map(lambda x: jnp.tanh(x) * s + x**2, tree)
+
+
+def _pytree_and_dtype():
+    return st.tuples(_tree(), st.integers(0, 2**16), st.sampled_from(["float32", "float64"]))
+
+
+def _nonempty(shape_tree):
+    return len(jax.tree_util.tree_leaves(materialize(shape_tree, 0, jnp.float32))) > 0
+
+
+tree_cases = _pytree_and_dtype().filter(lambda t: _nonempty(t[0]))
+
+
+@settings(max_examples=12)
+@given(tree_cases)
+def test_jvp_vjp_linearize_match_jax(case):
+    shapes, seed, dtype = case
+    x = materialize(shapes, seed, dtype)
+    t = materialize(shapes, seed + 1, dtype)
+    out, tan = cr.jvp(vector_fn, (x,), (t,))
+    ref_out, ref_tan = jax.jvp(vector_fn, (x,), (t,))
+    assert_trees_close(out, ref_out, dtype)
+    assert_trees_close(tan, ref_tan, dtype, scale=10)
+
+    out, pullback = cr.vjp(vector_fn, x)
+    _, ref_pullback = jax.vjp(vector_fn, x)
+    ct = materialize(shapes, seed + 2, dtype)
+    assert_trees_close(pullback(ct), ref_pullback(ct), dtype, scale=10)
+
+    out, f_jvp = cr.linearize(vector_fn, x)
+    assert_trees_close(f_jvp(t), ref_tan, dtype, scale=10)
+
+
+@settings(max_examples=12)
+@given(tree_cases)
+def test_grad_value_and_grad_hessian_match_jax(case):
+    shapes, seed, dtype = case
+    x = materialize(shapes, seed, dtype)
+    assert_trees_close(cr.grad(scalar_fn)(x), jax.grad(scalar_fn)(x), dtype, scale=10)
+    v, g = cr.value_and_grad(scalar_fn)(x)
+    rv, rg = jax.value_and_grad(scalar_fn)(x)
+    assert_trees_close(v, rv, dtype)
+    assert_trees_close(g, rg, dtype, scale=10)
+    ref_h = jax.hessian(scalar_fn)(x)
+    assert_trees_close(cr.hessian(scalar_fn)(x), ref_h, dtype, scale=100)
+    assert_trees_close(cr.hessian(scalar_fn, chunk_size=2)(x), ref_h, dtype, scale=100)
+
+
+@settings(max_examples=10)
+@given(tree_cases, st.sampled_from(["fwd", "rev", "auto"]), st.sampled_from([None, 1, 3]))
+def test_jacobian_matches_jacfwd_jacrev(case, mode, chunk):
+    shapes, seed, dtype = case
+    x = materialize(shapes, seed, dtype)
+    ref = jax.jacrev(vector_fn)(x)
+    assert_trees_close(cr.jacobian(vector_fn, mode=mode, chunk_size=chunk)(x), ref, dtype, 10)
+
+
+@settings(max_examples=10)
+@given(tree_cases)
+def test_three_hvp_modes_agree_with_dense_hessian(case):
+    shapes, seed, dtype = case
+    x = materialize(shapes, seed, dtype)
+    v = materialize(shapes, seed + 7, dtype)
+    flat_x, unravel = jax.flatten_util.ravel_pytree(x)
+    flat_v, _ = jax.flatten_util.ravel_pytree(v)
+    dense = jax.hessian(lambda z: scalar_fn(unravel(z)))(flat_x)
+    expected = unravel(dense @ flat_v)
+    results = {m: cr.hvp(scalar_fn, x, v, mode=m) for m in cr.HVP_MODES}
+    # Error model: each entry of H v sums N products; rounding grows like N * eps * |H||v|.
+    n = flat_x.size
+    for m, r in results.items():
+        assert_trees_close(r, expected, dtype, scale=20 * n)
+        assert_trees_close(r, results["fwd-over-rev"], dtype, scale=20 * n), m
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2])
+@pytest.mark.parametrize("mode", cr.HVP_MODES)
+def test_hvp_batched_is_stacked_hvps(dtype, mode, chunk):
+    x = {"w": jnp.linspace(-1, 1, 6, dtype=dtype).reshape(2, 3), "b": jnp.ones(2, dtype)}
+    vs = jax.tree.map(
+        lambda leaf: jnp.stack([leaf, -2 * leaf, jnp.ones_like(leaf)]),
+        {"w": jnp.arange(6, dtype=dtype).reshape(2, 3), "b": jnp.array([1.0, -1.0], dtype)},
+    )
+    got = cr.hvp_batched(scalar_fn, x, vs, mode=mode, chunk_size=chunk)
+    for k in range(3):
+        v = jax.tree.map(lambda leaf, k=k: leaf[k], vs)
+        assert_trees_close(
+            jax.tree.map(lambda leaf, k=k: leaf[k], got), cr.hvp(scalar_fn, x, v), dtype, 50
+        )
+
+
+def test_chunked_jacobian_wide_tall_and_argnums(dtype):
+    a = jax.random.normal(jax.random.PRNGKey(0), (7, 5), dtype)
+
+    def f(x, y, scale):
+        return {"u": jnp.tanh(a @ x) * scale + y[0], "v": x[:2] * y}
+
+    x = jnp.linspace(0.1, 1.0, 5, dtype=dtype)
+    y = jnp.array([0.5, -0.5], dtype)
+    for argnums in [0, 1, (0, 1)]:
+        ref = jax.jacfwd(f, argnums=argnums)(x, y, 2.0)
+        for mode in ["fwd", "rev"]:
+            for chunk in [None, 1, 3, 100]:
+                got = cr.jacobian(f, mode=mode, argnums=argnums, chunk_size=chunk)(x, y, 2.0)
+                assert_trees_close(got, ref, dtype, scale=10)
+
+
+def test_jacobian_has_aux_and_auto_choice(dtype):
+    def tall(x):  # N=2 < M=50: auto should pick forward mode
+        return jnp.outer(jnp.arange(25, dtype=x.dtype), x).ravel(), {"n": jnp.sum(x)}
+
+    x = jnp.array([1.0, 2.0], dtype)
+    jac, aux = cr.jacobian(tall, has_aux=True)(x)
+    ref, ref_aux = jax.jacfwd(tall, has_aux=True)(x)
+    assert_trees_close(jac, ref, dtype)
+    assert_trees_close(aux, ref_aux, dtype)
+    assert cr.ad._choose_mode(2, 50) == "fwd"
+    assert cr.ad._choose_mode(50, 2) == "rev"
+    assert cr.ad._choose_mode(8, 8) == "rev"
+
+
+def test_complex_inputs():
+    z = jnp.array([1.0 + 2.0j, -0.5 + 0.1j], jnp.complex64)
+    t = jnp.array([0.3 - 1.0j, 2.0 + 0.0j], jnp.complex64)
+    holo = lambda z: jnp.sin(z) * z**2
+    np.testing.assert_allclose(cr.jvp(holo, (z,), (t,))[1], jax.jvp(holo, (z,), (t,))[1], rtol=1e-5)
+    ct = jnp.array([1.0 + 1.0j, 0.5j], jnp.complex64)
+    np.testing.assert_allclose(cr.vjp(holo, z)[1](ct)[0], jax.vjp(holo, z)[1](ct)[0], rtol=1e-5)
+    for mode in ["fwd", "rev"]:
+        for chunk in [None, 1]:
+            np.testing.assert_allclose(
+                cr.jacobian(holo, mode=mode, chunk_size=chunk, holomorphic=True)(z),
+                jax.jacfwd(holo, holomorphic=True)(z),
+                rtol=1e-5,
+            )
+    hz = lambda z: jnp.sum(jnp.sin(z))
+    np.testing.assert_allclose(
+        cr.grad(hz, holomorphic=True)(z), jax.grad(hz, holomorphic=True)(z), rtol=1e-6
+    )
+    # A real function of complex input: reverse mode gives JAX's (conjugate) gradient.
+    real = lambda z: jnp.sum(jnp.abs(z) ** 2)
+    np.testing.assert_allclose(cr.grad(real)(z), jax.grad(real)(z), rtol=1e-6)
+
+
+def test_compiles_once_per_shape_signature():
+    traces = {"n": 0}
+
+    def f(p):
+        traces["n"] += 1
+        return jnp.sum(jnp.tanh(p["w"]) ** 2) + jnp.sum(p["b"] ** 3)
+
+    p = {"w": jnp.ones((3, 4)), "b": jnp.ones(4)}
+    v = jax.tree.map(jnp.ones_like, p)
+    calls = [
+        lambda p: cr.grad(f)(p),
+        lambda p: cr.value_and_grad(f)(p),
+        lambda p: cr.jvp(f, (p,), (v,)),
+        lambda p: cr.vjp(f, p)[1](jnp.ones(())),
+        lambda p: cr.linearize(f, p)[1](v),
+        lambda p: cr.hvp(f, p, v),
+        lambda p: cr.hvp(f, p, v, mode="rev-over-rev"),
+        lambda p: cr.hessian(f)(p),
+        lambda p: cr.jacobian(f, mode="fwd", chunk_size=5)(p),
+    ]
+    for call in calls:
+        call(p)
+        before = traces["n"]
+        for scale in (2.0, 3.0, 4.0):
+            jax.block_until_ready(call(jax.tree.map(lambda a, s=scale: a * s, p)))
+        assert traces["n"] == before, "a repeated call with the same shapes re-traced"
+    # New shapes trace again, once.
+    q = {"w": jnp.ones((5, 4)), "b": jnp.ones(4)}
+    before = traces["n"]
+    cr.grad(f)(q)
+    cr.grad(f)(q)
+    assert traces["n"] == before + 1
+
+
+def test_works_under_outer_jit_and_vmap(dtype):
+    f = lambda x: jnp.sum(jnp.sin(x) ** 2)
+    xs = jnp.linspace(-1, 1, 12, dtype=dtype).reshape(4, 3)
+    vs = jnp.ones_like(xs)
+    batched = jax.jit(jax.vmap(lambda x, v: cr.hvp(f, x, v)))(xs, vs)
+    ref = jax.vmap(lambda x, v: jax.jvp(jax.grad(f), (x,), (v,))[1])(xs, vs)
+    assert_trees_close(batched, ref, dtype)
+    g = jax.jit(jax.vmap(cr.grad(f)))(xs)
+    assert_trees_close(g, jax.vmap(jax.grad(f))(xs), dtype)
+    j = jax.vmap(cr.jacobian(jnp.sin, chunk_size=2))(xs)
+    assert_trees_close(j, jax.vmap(jax.jacfwd(jnp.sin))(xs), dtype)
+    # The pullback is a pytree: it crosses a jit boundary like JAX's.
+    _, pullback = cr.vjp(jnp.sin, xs)
+    assert_trees_close(jax.jit(lambda pb, c: pb(c))(pullback, vs)[0], jnp.cos(xs), dtype)
+
+
+def test_grad_argnums_kwargs_static_and_aux(dtype):
+    def loss(w, x, *, power, name="l"):
+        assert isinstance(power, int) and name == "l"  # static values stay Python values
+        return jnp.sum((w * x) ** power), {"n": jnp.sum(x)}
+
+    w = jnp.array([1.0, 2.0], dtype)
+    x = jnp.array([3.0, -1.0], dtype)
+    g, aux = cr.grad(loss, argnums=(0, 1), has_aux=True)(w, x, power=2)
+    rg, raux = jax.grad(lambda w, x: loss(w, x, power=2), argnums=(0, 1), has_aux=True)(w, x)
+    assert_trees_close(g, rg, dtype)
+    assert_trees_close(aux, raux, dtype)
+    (v, aux2), g2 = cr.value_and_grad(loss, argnums=1, has_aux=True)(w, x, power=3)
+    np.testing.assert_allclose(g2, 3 * w**3 * x**2, rtol=TOL[jnp.dtype(dtype)])
+
+
+def test_unhashable_function_still_works():
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, x):
+            return jnp.sum(x**2)
+
+    np.testing.assert_allclose(cr.grad(Unhashable())(jnp.ones(3)), 2 * jnp.ones(3))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_error_structure_mismatch_names_first_differing_path():
+    p = {"layers": [{"w": jnp.ones(2)}, {"w": jnp.ones(2)}]}
+    t = {"layers": [{"w": jnp.ones(2)}, {"v": jnp.ones(2)}]}
+    with pytest.raises(ValueError, match=r"primals\[0\]\['layers'\]\[1\]\['w'\].*tangents"):
+        cr.jvp(lambda q: q, (p,), (t,))
+    with pytest.raises(ValueError, match=r"first unmatched leaf is .*\['layers'\]\[1\]"):
+        cr.jvp(lambda q: q, (p,), ({"layers": [{"w": jnp.ones(2)}]},))
+    with pytest.raises(ValueError, match="different container types"):
+        cr.jvp(lambda q: q, ((jnp.ones(2), jnp.ones(2)),), ([jnp.ones(2), jnp.ones(2)],))
+
+
+def test_error_shape_and_dtype_mismatch_name_leaf_and_both_values():
+    p = {"w": jnp.ones((2, 3), jnp.float32)}
+    with pytest.raises(
+        ValueError, match=r"tangents\[0\]\['w'\].*expected \(2, 3\).*found \(3, 2\)"
+    ):
+        cr.jvp(lambda q: q, (p,), ({"w": jnp.ones((3, 2), jnp.float32)},))
+    with pytest.raises(TypeError, match=r"tangents\[0\]\['w'\].*expected float32.*found float64"):
+        cr.jvp(lambda q: q, (p,), ({"w": jnp.ones((2, 3), jnp.float64)},))
+    with pytest.raises(ValueError, match=r"v\['w'\].*expected \(2, 3\)"):
+        cr.hvp(lambda q: jnp.sum(q["w"] ** 2), p, {"w": jnp.ones(6, jnp.float32)})
+    _, pullback = cr.vjp(lambda q: q["w"] * 2, p)
+    with pytest.raises(ValueError, match=r"cotangent\[0\].*expected \(2, 3\).*found \(2,\)"):
+        pullback(jnp.ones(2, jnp.float32))
+    with pytest.raises(ValueError, match="got 1 primals but 2 tangents"):
+        cr.jvp(lambda a: a, (jnp.ones(2),), (jnp.ones(2), jnp.ones(2)))
+    with pytest.raises(TypeError, match="must be a tuple or list"):
+        cr.jvp(jnp.sin, jnp.ones(2), jnp.ones(2))
+
+
+def test_error_integer_and_boolean_inputs():
+    params = {"w": jnp.ones(3), "steps": jnp.array(3)}
+    f = lambda p: jnp.sum(p["w"]) * p["steps"]
+    with pytest.raises(TypeError, match=r"p\['steps'\].*dtype is int"):
+        cr.grad(f)(params)
+    with pytest.raises(TypeError, match=r"primals\[0\]\['steps'\].*has no derivative"):
+        cr.jvp(f, (params,), ({"w": jnp.ones(3), "steps": jnp.ones(())},))
+    # float0 tangents hold integer primals constant, as in JAX.
+    tangent = {"w": jnp.ones(3), "steps": np.zeros((), jax.dtypes.float0)}
+    np.testing.assert_allclose(cr.jvp(f, (params,), (tangent,))[1], 9.0)
+    with pytest.raises(TypeError, match=r"primals\[0\].*bool"):
+        cr.vjp(lambda b: b, jnp.array([True, False]))
+    with pytest.raises(TypeError, match=r"x\['n'\].*int"):
+        cr.hvp(
+            lambda p: jnp.sum(p["w"]),
+            params | {"n": jnp.ones(2, jnp.int32)},
+            params | {"n": jnp.ones(2, jnp.int32)},
+        )
+    with pytest.raises(TypeError, match=r"differentiate with respect to i: its dtype is int"):
+        cr.jacobian(lambda i: i * 2)(jnp.arange(3))
+    with pytest.raises(TypeError, match=r"respect to count: its dtype is int"):
+        cr.hessian(lambda x, count: jnp.sum(x * count), argnums=1)(jnp.ones(2), jnp.arange(2))
+    # Without a named parameter the message falls back to the position.
+    with pytest.raises(TypeError, match=r"respect to args\[1\]\[0\]: its dtype is int"):
+        cr.grad(lambda *a: jnp.sum(a[0]), argnums=1)(jnp.ones(2), [jnp.arange(2)])
+
+
+def test_error_non_scalar_output():
+    x = jnp.ones(3)
+    with pytest.raises(TypeError, match=r"grad needs a scalar-output function.*shape \(3,\)"):
+        cr.grad(jnp.sin)(x)
+    with pytest.raises(TypeError, match="hvp needs a scalar-output function"):
+        cr.hvp(jnp.sin, x, x)
+    with pytest.raises(TypeError, match="hessian needs a scalar-output function"):
+        cr.hessian(jnp.sin)(x)
+    with pytest.raises(TypeError, match="one scalar output"):
+        cr.grad(lambda x: (jnp.sum(x), jnp.sum(x)))(x)
+    with pytest.raises(TypeError, match=r"has_aux=True needs the function to return a pair"):
+        cr.grad(lambda x: jnp.sum(x), has_aux=True)(x)
+
+
+def test_error_unknown_mode_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"'fwd-over-rev', 'rev-over-rev', 'rev-over-fwd'"):
+        cr.hvp(lambda x: jnp.sum(x), jnp.ones(2), jnp.ones(2), mode="forward")
+    with pytest.raises(ValueError, match=r"Unknown jacobian mode 'reverse'.*'auto', 'fwd', 'rev'"):
+        cr.jacobian(jnp.sin, mode="reverse")
+    with pytest.raises(ValueError, match="Did you mean 'rev-over-fwd'"):
+        cr.hvp_batched(jnp.sum, jnp.ones(2), jnp.ones((1, 2)), mode="rev-over-fw")
+
+
+def test_error_bad_argnums_and_chunk_size():
+    with pytest.raises(ValueError, match="argnums=2 refers to argument 2.*1 positional"):
+        cr.grad(jnp.sum, argnums=2)(jnp.ones(2))
+    with pytest.raises(TypeError, match="argnums must be an int"):
+        cr.grad(jnp.sum, argnums="0")(jnp.ones(2))
+    with pytest.raises(ValueError, match="chunk_size must be None or a positive integer.*0"):
+        cr.jacobian(jnp.sin, chunk_size=0)
+    with pytest.raises(ValueError, match=r"same leading \(batch\) axis.*vs\['b'\]: \(3, 2\)"):
+        cr.hvp_batched(
+            lambda p: jnp.sum(p["a"] ** 2) + jnp.sum(p["b"] ** 2),
+            {"a": jnp.ones(2), "b": jnp.ones(2)},
+            {"a": jnp.ones((2, 2)), "b": jnp.ones((3, 2))},
+        )
