@@ -1,0 +1,1266 @@
+"""Gradient checks: automatic derivatives against finite differences, with an error model.
+
+A check compares what AD computes (JAX's transforms, including any ``jax.custom_jvp`` /
+``jax.custom_vjp`` rule on the way) with a finite-difference estimate along random directions,
+and accepts the difference only if it is within a tolerance *derived* from the two sides'
+errors rather than a fixed ``atol``/``rtol``:
+
+``tolerance = safety * |FD error estimate| + C_AD * eps * sqrt(W) * |AD| * (1 + 1/h_rel)``
+
+* The FD error estimate comes from :mod:`chainrule.fd`'s Richardson ladder: central
+  differences at ``levels`` halving steps, extrapolated to orders 4 and 6, the best entry
+  picked per output leaf with its error taken as the largest difference to its neighbours in step
+  size (truncation and round-off noise both show there), floored by the round-off model
+  ``eps * max|f| * sum|c| / h`` (max over the points used). ``safety`` (default 10) covers
+  the chance that the measured difference underestimates the error.
+* The AD side rounds too: a derivative is a sum of about W (the number of inputs) products,
+  each rounded at ``eps``; with random signs the error grows like ``sqrt(W) * eps * |result|``
+  (``C_AD = 4``). For the dot-product test the AD term is ``8 * eps * sum |terms|``.
+* Norms are taken per output leaf and per direction, so one unlucky element cannot raise a
+  false alarm, while an error concentrated in one element, row or leaf still shows.
+
+Because the FD side is accurate to ~1e-5 relative in float32 (~1e-10 in float64) where a
+fixed-step checker is accurate to ~1e-3, 1% and 1e-3 errors are caught in float32, and a
+function with inputs of magnitude 1e3 or a sum over 1e5 terms raises no false alarm.
+
+Checks (each run along ``num_directions`` random directions drawn from ``seed``/``key``):
+
+* ``jvp``: forward mode ``J v`` against FD ``J v``; and its primal output against ``f(x)``.
+* ``vjp``: the dot-product test ``<u, J v> = <J^T u, v>`` with ``J v`` from FD and ``J^T u``
+  from reverse mode; and the primal output of the VJP against ``f(x)``.
+* ``hvp[mode]``: second order: FD of the AD gradient along ``v`` against the AD HVP
+  (``fwd-over-rev`` when ``"fwd"`` is in modes, ``rev-over-rev`` for ``"rev"``). A non-scalar
+  ``f`` is reduced to ``<u0, f(x)>`` with a random ``u0``.
+* ``taylor``: ``|f(x+hv) - f(x) - h <g, v>|`` must shrink as O(h^2) over a ladder of h: a
+  step-size-free check (see :func:`taylor_test`).
+
+The checks run where the caller puts them: at ``args``. An error confined to a region of the
+input space is caught when ``args`` visits that region (e.g. a batch of points spanning the
+domain of interest); ``check_grads`` does not invent other points.
+
+Everything that involves ``f`` (the evaluations along the FD ladder, the JVP, VJP and HVP) is one
+jit-compiled program per (function, shapes, options): a repeated check of the same function at
+the same shapes does not re-trace. What does not involve ``f`` (random directions, steps, the
+Richardson table, the comparisons) runs on the host in NumPy, so a cold check compiles no more
+than the derivatives of ``f`` themselves. A mode that does not exist for ``f``
+(forward mode of a ``custom_vjp`` function) is reported as skipped.
+
+Costs, in evaluations of ``f`` per direction: FD ``2 * levels + 1`` (13 by default); a JVP ~2-3;
+a VJP ~3; an HVP check ``2 * levels + 1`` gradient evaluations (~3 each) plus one HVP (~4-5). On
+failure, a localisation pass repeats the first-order FD once per input leaf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from chainrule._tree import (
+    check_choice,
+    check_differentiable,
+    leaf_paths,
+    tree_size,
+)
+from chainrule.fd import (
+    DEFAULT_LEVELS,
+    _floor_scale,
+    _richardson_matrices,
+    _richardson_table,
+    dtype_eps,
+)
+
+PyTree = Any
+
+__all__ = [
+    "CheckResult",
+    "CheckReport",
+    "GradientCheckError",
+    "check_grads",
+    "check_jvp",
+    "check_vjp",
+    "check_hvp",
+    "taylor_test",
+]
+
+MODES = ("fwd", "rev")
+HVP_CHECK_MODES = ("fwd-over-rev", "rev-over-rev", "rev-over-fwd")
+C_AD = 4.0  # AD rounding: C_AD * eps * sqrt(W) * |result|
+C_DOT = 8.0  # dot-product test rounding: C_DOT * eps * sum |terms|
+
+
+def _input_rounding(eps: float) -> float:
+    """``1 + 1/h_rel``: besides the AD side's own rounding, the FD side perturbs inputs that are
+    themselves rounded at ``eps |x|``; divided by the relative step ``h_rel = 2 eps^(1/7)`` at
+    the top of the ladder, that is a derivative error of ``eps sqrt(W) |J v| / h_rel`` for W
+    inputs with random signs, whatever the FD error estimate says (it cannot see it when f(x)
+    is a sum of cancelling terms)."""
+    return 1.0 + 1.0 / (2.0 * eps ** (1 / 7))
+
+
+C_PRIMAL = 64.0  # primal outputs: 64 ulps of the output's scale
+TAYLOR_ORDER = 1.5  # required convergence order of the Taylor remainder (1 = wrong, 2 = right)
+
+
+class GradientCheckError(AssertionError):
+    """Raised by :meth:`CheckReport.raise_if_failed`; its message is the report's summary."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """One check's outcome.
+
+    Attributes:
+      name: ``"jvp"``, ``"jvp primal"``, ``"vjp"``, ``"vjp primal"``, ``"hvp[fwd-over-rev]"``,
+        ``"hvp[rev-over-rev]"``, ``"hvp[rev-over-fwd]"`` or ``"taylor"``.
+      status: ``"passed"``, ``"failed"`` or ``"skipped"``.
+      error: the measured error (for ``taylor``: the observed convergence order).
+      tolerance: what it was held to (for ``taylor``: the required order).
+      error_model: where the tolerance came from, with its components.
+      fd_error: the finite-difference error estimate at the worst direction (None if n/a).
+      worst_path: pytree path of the worst leaf (output leaf for jvp/primal, input leaf for
+        vjp/hvp), or None.
+      worst_index: index of the worst element within that leaf, or None.
+      note: extra information (why skipped, NaN/Inf found, ...).
+    """
+
+    name: str
+    status: str
+    error: float = float("nan")
+    tolerance: float = float("nan")
+    error_model: str = ""
+    fd_error: float | None = None
+    worst_path: str | None = None
+    worst_index: tuple[int, ...] | None = None
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "failed"
+
+    def line(self) -> str:
+        if self.status == "skipped":
+            return f"  SKIP {self.name}: {self.note}"
+        tag = "ok  " if self.status == "passed" else "FAIL"
+        where = ""
+        if self.worst_path is not None:
+            where = f" worst at {self.worst_path}"
+            if self.worst_index is not None:
+                where += f"{list(self.worst_index)}"
+        fd = f", FD err {self.fd_error:.2e}" if self.fd_error is not None else ""
+        txt = f"  {tag} {self.name}: error {self.error:.3e} vs tol {self.tolerance:.3e}{fd}{where}"
+        if self.error_model:
+            txt += f"\n       tol = {self.error_model}"
+        if self.note:
+            txt += f"\n       note: {self.note}"
+        return txt
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckReport:
+    """The outcome of a gradient check: ``passed``, per-check results, ``summary()``.
+
+    Skipped checks do not fail the report. Use ``report.raise_if_failed()`` (or
+    ``assert report.passed, report.summary()``) in tests.
+    """
+
+    results: tuple[CheckResult, ...]
+    function: str = ""
+    dtype: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results) and any(
+            r.status == "passed" for r in self.results
+        )
+
+    @property
+    def failed(self) -> tuple[CheckResult, ...]:
+        return tuple(r for r in self.results if r.status == "failed")
+
+    @property
+    def skipped(self) -> tuple[CheckResult, ...]:
+        return tuple(r for r in self.results if r.status == "skipped")
+
+    def __getitem__(self, name: str) -> CheckResult:
+        for r in self.results:
+            if r.name == name:
+                return r
+        raise KeyError(f"No check named {name!r}; have {[r.name for r in self.results]}.")
+
+    def summary(self) -> str:
+        """A readable multi-line account: one line per check, tolerances and their sources."""
+        head = "PASSED" if self.passed else "FAILED"
+        if not any(r.status == "passed" for r in self.results) and not self.failed:
+            head = "FAILED (nothing could be checked)"
+        lines = [f"gradient check of {self.function} ({self.dtype}): {head}"]
+        lines += [r.line() for r in self.results]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def raise_if_failed(self) -> CheckReport:
+        """Raise :class:`GradientCheckError` (an AssertionError) with the summary if failed."""
+        if not self.passed:
+            raise GradientCheckError(self.summary())
+        return self
+
+    assert_passed = raise_if_failed
+
+    def assert_failed(self, *names: str) -> CheckReport:
+        """Assert that the report failed (and, if given, that each named check failed)."""
+        if self.passed:
+            raise AssertionError("expected the gradient check to fail:\n" + self.summary())
+        for n in names:
+            if self[n].status != "failed":
+                raise AssertionError(f"expected check {n!r} to fail:\n" + self.summary())
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and availability probes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    checks: tuple[str, ...]
+    num_directions: int
+    levels: int
+    safety: float
+    step: float | None
+    taylor_levels: int = 14
+
+
+def _struct(args: tuple) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
+
+
+def _scalarized(g: Callable, u0: PyTree | None) -> Callable:
+    """``g`` if ``u0`` is None (scalar output), else ``a -> <u0, g(a)>``."""
+    if u0 is None:
+        return lambda a: jax.tree_util.tree_leaves(g(a))[0]
+
+    def phi(a):
+        o = jax.tree_util.tree_leaves(g(a))
+        return sum(jnp.sum(x * u) for x, u in zip(o, jax.tree_util.tree_leaves(u0), strict=True))
+
+    return phi
+
+
+def _hvp(phi: Callable, x: PyTree, v: PyTree, mode: str) -> PyTree:
+    if mode == "fwd-over-rev":
+        return jax.jvp(jax.grad(phi), (x,), (v,))[1]
+    if mode == "rev-over-rev":
+        return jax.vjp(jax.grad(phi), x)[1](v)[0]
+    return jax.grad(lambda a: jax.jvp(phi, (a,), (v,))[1])(x)
+
+
+def _ad_probe(f: Callable, check: str, args: tuple) -> None:
+    """Trace the AD side of ``check`` as ``_eval_impl`` does (under vmap: JAX raises its
+    forward-mode TypeError for custom_vjp functions only once the tangent is batched)."""
+    g = lambda a: f(*a)
+    vs = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), args)
+    if check == "jvp":
+        jax.eval_shape(lambda a, v: jax.vmap(lambda t: jax.jvp(g, (a,), (t,)))(v), args, vs)
+    elif check == "vjp":
+        jax.eval_shape(lambda a: jax.vjp(g, a)[1](g(a)), args)
+    elif check.startswith("hvp"):
+        mode = check[4:-1]
+        out = jax.eval_shape(g, args)
+        # The contraction vector goes in as an argument so that eval_shape turns its
+        # ShapeDtypeStructs into tracers; closed over, they would meet the tracers of g(a).
+        u0 = None if _is_scalar(out) else out
+
+        def hvps(a, v, u):
+            phi = _scalarized(g, u)
+            return jax.vmap(lambda t: _hvp(phi, a, t, mode))(v)
+
+        jax.eval_shape(hvps, args, vs, u0)
+    elif check == "taylor":
+        out = jax.eval_shape(g, args)
+        u0 = None if _is_scalar(out) else out
+        jax.eval_shape(lambda a, u: jax.grad(_scalarized(g, u))(a), args, u0)
+
+
+def _is_scalar(out: PyTree) -> bool:
+    leaves = jax.tree_util.tree_leaves(out)
+    return len(leaves) == 1 and tuple(leaves[0].shape) == ()
+
+
+def _why(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+
+
+@functools.lru_cache(maxsize=512)
+def _available_cached(f: Callable, check: str, struct: tuple) -> str | None:
+    treedef, shapes = struct
+    args = treedef.unflatten([jax.ShapeDtypeStruct(s, d) for s, d in shapes])
+    try:
+        _ad_probe(f, check, args)
+    except TypeError as e:  # jax: "can't apply forward-mode autodiff (jvp) to a custom_vjp ..."
+        return _why(e)
+    return None
+
+
+def _available(f: Callable, check: str, args: tuple) -> str | None:
+    """None if the AD side of ``check`` exists for ``f``, else the reason (TypeError text)."""
+    if _hashable(f):
+        return _available_cached(f, check, _struct(args))
+    try:
+        _ad_probe(f, check, args)
+    except TypeError as e:
+        return _why(e)
+    return None
+
+
+def _hashable(f: Any) -> bool:
+    try:
+        hash(f)
+    except TypeError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=512)
+def _out_struct_cached(f: Callable, struct: tuple) -> PyTree:
+    treedef, shapes = struct
+    args = treedef.unflatten([jax.ShapeDtypeStruct(s, d) for s, d in shapes])
+    return jax.eval_shape(lambda a: f(*a), args)
+
+
+def _out_struct(f: Callable, args: tuple) -> PyTree:
+    if _hashable(f):
+        return _out_struct_cached(f, _struct(args))
+    return jax.eval_shape(lambda a: f(*a), args)
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled, function-dependent part: evaluations of f and of its AD derivatives.
+# Everything that does not depend on f (random directions, steps, the Richardson table, the
+# comparisons) runs on the host in NumPy: it costs no compilation, so a cold check compiles
+# only what a check of f must compile.
+# --------------------------------------------------------------------------------------------
+
+
+def _line(fn: Callable, x: PyTree, vs: PyTree, ts: jax.Array) -> PyTree:
+    """``fn(x + ts[k, j] vs[k])`` for every direction k and step j: leaves get (K, T) axes."""
+
+    def at(v, t):
+        return fn(jax.tree.map(lambda a, b: a + t.astype(a.dtype) * b, x, v))
+
+    return jax.vmap(lambda v, tk: jax.vmap(lambda t: at(v, t))(tk))(vs, ts)
+
+
+def _eval_impl(f, args, vs, us, u0, ts, tts, cfg):
+    g = lambda a: f(*a)
+    res: dict[str, Any] = {"f0": g(args)}
+    if "jvp" in cfg.checks or "vjp" in cfg.checks:
+        res["F"] = _line(g, args, vs, ts)
+    if "jvp" in cfg.checks:
+        prim, tan = jax.vmap(lambda v: jax.jvp(g, (args,), (v,)))(vs)
+        res["jvp"] = (jax.tree.map(lambda t: t[0], prim), tan)
+    if "vjp" in cfg.checks:
+        out, pull = jax.vjp(g, args)
+        res["vjp"] = (out, jax.vmap(lambda u: pull(u)[0])(us))
+    hvps = [c for c in cfg.checks if c.startswith("hvp")]
+    if hvps or "taylor" in cfg.checks:
+        phi = _scalarized(g, u0)
+        grad_fn = jax.grad(phi)
+    if hvps:
+        res["G"] = _line(grad_fn, args, vs, ts)
+        for c in hvps:
+            res[c] = jax.vmap(lambda v: _hvp(phi, args, v, c[4:-1]))(vs)
+    if "taylor" in cfg.checks:
+        gr = grad_fn(args)
+        d = jax.vmap(
+            lambda v: sum(
+                jnp.sum(a * b)
+                for a, b in zip(
+                    jax.tree_util.tree_leaves(gr), jax.tree_util.tree_leaves(v), strict=True
+                )
+            )
+        )(vs)
+        res["taylor"] = (phi(args), _line(phi, args, vs, tts), d)
+    return res
+
+
+def _compiled_fast(impl: Callable, static_argnums: tuple[int, ...]) -> Callable:
+    """Like ``chainrule.ad._compiled`` (``fun`` static, one cached jit), compiled at XLA's
+    backend optimisation level 0 when ``CHAINRULE_CHECK_O0`` is not "0": a check runs its
+    program a few times but compiles it once per function, and on CPU the LLVM passes are
+    most of a cold check's time, while the matmuls are library calls either way."""
+    import os
+
+    opts = (
+        None
+        if os.environ.get("CHAINRULE_CHECK_O0", "1") == "0"
+        else {"xla_backend_optimization_level": 0}
+    )
+    jitted = jax.jit(impl, static_argnums=(0, *static_argnums), compiler_options=opts)
+
+    def call(fun: Callable, *args: Any) -> Any:
+        if _hashable(fun):
+            return jitted(fun, *args)
+        tail = tuple(i - 1 for i in static_argnums)
+        return jax.jit(functools.partial(impl, fun), static_argnums=tail, compiler_options=opts)(
+            *args
+        )
+
+    call.jitted = jitted  # type: ignore[attr-defined]
+    return call
+
+
+_eval = _compiled_fast(_eval_impl, static_argnums=(7,))
+
+
+# --------------------------------------------------------------------------------------------
+# Host side: directions, steps, Richardson, comparisons
+# --------------------------------------------------------------------------------------------
+
+
+def _np_leaves(tree: PyTree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _directions(tree: PyTree, K: int, seed: int, key: jax.Array | None, salt: int) -> PyTree:
+    """K standard-normal directions shaped like ``tree`` (leading axis K), seeded."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    if key is not None:
+        keys = jax.random.split(jax.random.fold_in(key, salt), max(len(leaves), 1))
+        out = [
+            np.asarray(jax.random.normal(k, (K, *x.shape), x.dtype))
+            for k, x in zip(keys, leaves, strict=False)
+        ]
+    else:
+        rng = np.random.default_rng([int(seed), salt])
+        out = [rng.standard_normal((K, *x.shape)).astype(x.dtype) for x in leaves]
+    return treedef.unflatten(out)
+
+
+def _rms_np(leaves: list[np.ndarray], axis0: bool = False) -> np.ndarray:
+    if axis0:
+        K = leaves[0].shape[0]
+        sq = sum(np.sum(np.abs(x.reshape(K, -1).astype(np.float64)) ** 2, 1) for x in leaves)
+        n = sum(x[0].size for x in leaves)
+    else:
+        sq = sum(np.sum(np.abs(x.astype(np.float64)) ** 2) for x in leaves)
+        n = sum(x.size for x in leaves)
+    return np.sqrt(sq / max(n, 1))
+
+
+def _leaf_scales(args: tuple) -> list[float]:
+    """Per input leaf, the magnitude its direction is scaled to: the leaf's rms, or (for an
+    all-zero leaf) the rms of all of ``args``, or 1.
+
+    A direction is any direction, so it may as well respect the parameters' own scale: weights
+    of size 0.02 perturbed on a unit scale leave the asymptotic range of every step in the
+    ladder (a false alarm we measured on a tanh MLP before scaling), while inputs of size 1e3
+    perturbed on a unit scale drown in their own rounding (eps * 1e3).
+    """
+    xs = _np_leaves(args)
+    glob = float(_rms_np(xs)) if xs else 1.0
+    glob = glob if glob > 0 and np.isfinite(glob) else 1.0
+    out = []
+    for x in xs:
+        r = float(_rms_np([x])) if x.size else 0.0
+        out.append(r if r > 0 and np.isfinite(r) else glob)
+    return out
+
+
+def _scale_dirs(vs: PyTree, scales: list[float]) -> PyTree:
+    leaves, treedef = jax.tree_util.tree_flatten(vs)
+    return treedef.unflatten(
+        [(v * np.asarray(s, v.dtype)).astype(v.dtype) for v, s in zip(leaves, scales, strict=True)]
+    )
+
+
+def _steps(args: tuple, vs: PyTree, cfg: _Cfg, eps: float, tdtype) -> tuple[np.ndarray, ...]:
+    """Per direction: the largest step h0 of the ladder and the (K, 2L+1) line parameters.
+
+    ``h0 = 2 eps^(1/7) / rms(v / scale)`` over the non-zero leaves of ``v``: with directions
+    scaled to the leaves (:func:`_leaf_scales`) each coordinate moves by about
+    ``2 eps^(1/7)`` of its own size at the top of the ladder (0.2 in float32, 0.012 in float64),
+    halving ``levels - 1`` times.
+    """
+    scales = _leaf_scales(args)
+    vl = _np_leaves(vs)
+    K = vl[0].shape[0]
+    sq = np.zeros(K)
+    n = np.zeros(K)
+    for v, s in zip(vl, scales, strict=True):
+        r = np.abs(v.reshape(K, -1).astype(np.float64)) / s
+        nz = np.any(r > 0, axis=1)
+        sq += np.where(nz, np.sum(r**2, axis=1), 0.0)
+        n += np.where(nz, r.shape[1], 0)
+    rv = np.sqrt(sq / np.maximum(n, 1))
+    unit = 1.0 / np.where(rv > 0, rv, 1.0)
+    h0 = (2.0 * eps ** (1 / 7) * unit) if cfg.step is None else np.full(K, cfg.step)
+    h0 = h0.astype(tdtype)
+    L = cfg.levels
+    hs = h0[:, None] * (0.5 ** np.arange(L)).astype(tdtype)[None]
+    ts = np.concatenate([hs, -hs, np.zeros((len(h0), 1), tdtype)], 1)
+    Lt = cfg.taylor_levels
+    tts = h0[:, None] * (0.5 ** np.arange(Lt)).astype(tdtype)[None]
+    return h0, ts, tts
+
+
+def _richardson_np(F: np.ndarray, h0: np.ndarray, eps: float, levels: int):
+    """Host version of :func:`chainrule.fd._richardson_table` for (K, T, n) line values.
+
+    The combinations run in F's own dtype (BLAS matmuls): their rounding, ``eps |F| sum|c|``,
+    is what the round-off floor already allows for.
+    """
+    A, BL, BR, amp = (m.astype(F.dtype) for m in _richardson_matrices(levels))
+    K = F.shape[0]
+    ests, errs = [], []
+    tiny = np.finfo(F.dtype).tiny
+    for k in range(K):
+        Fk = F[k]
+        h = F.dtype.type(h0[k])
+        with np.errstate(invalid="ignore", over="ignore"):
+            C = (A @ Fk) / h
+            E = np.maximum(np.abs(BL @ Fk), np.abs(BR @ Fk)) / h
+            floor = (eps / h) * (_floor_scale(np.abs(Fk), levels, np) + tiny)
+            E = np.maximum(E, amp[:, None] * floor)
+            E[np.isnan(E)] = np.inf
+            # One entry per (direction, leaf): the smallest error in norm over the leaf.
+            # Picking per element would let a few elements whose neighbour differences cancel
+            # by chance pass an underestimated error; a whole leaf cannot be that unlucky.
+            m = np.max(E, axis=1, keepdims=True)
+            ms = np.where((m > 0) & np.isfinite(m), m, 1)
+            score = np.where(
+                np.isfinite(m[:, 0]), ms[:, 0] * np.sqrt(np.sum((E / ms) ** 2, 1)), np.inf
+            )
+        i = int(np.argmin(score))
+        ests.append(C[i].astype(np.float64))
+        errs.append(E[i].astype(np.float64))
+    return np.stack(ests), np.stack(errs)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _richardson_dev(F: jax.Array, h0: jax.Array, eps: float, levels: int):
+    # compiled once per (shape, dtype, levels), independent of f: shared by every check
+    return jax.vmap(_richardson_table, in_axes=(0, 0, None, None))(F, h0, eps, levels)
+
+
+_HOST_MAX = 1 << 18  # line values up to this size are combined in NumPy (no compilation)
+
+
+def _fd_tree(Ftree: PyTree, h0, eps, levels) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per leaf of a line-value pytree (K, T, *shape): FD estimates and errors, (K, n)."""
+    ests, errs = [], []
+    for F in jax.tree_util.tree_leaves(Ftree):
+        K, T = F.shape[:2]
+        if F.size <= _HOST_MAX:
+            e, r = _richardson_np(np.asarray(F).reshape(K, T, -1), h0, eps, levels)
+        else:
+            e, r = _richardson_dev(F.reshape(K, T, -1), jnp.asarray(h0), eps, levels)
+        ests.append(np.asarray(e, np.float64))
+        errs.append(np.asarray(r, np.float64))
+    return ests, errs
+
+
+def _first_bad(x: np.ndarray) -> int:
+    bad = ~np.isfinite(x.reshape(x.shape[0], -1) if x.ndim else x.reshape(1, 1))
+    anyb = np.any(bad, axis=0)
+    return int(np.argmax(anyb)) if anyb.any() else -1
+
+
+def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    if not shape:
+        return None
+    return tuple(int(j) for j in np.unravel_index(int(i), shape))
+
+
+def _at(path: str, shape: tuple[int, ...], i: int) -> str:
+    idx = _unravel(i, shape)
+    return f"{path}{list(idx) if idx else ''}"
+
+
+def _ratio(err, tol):
+    err, tol = np.asarray(err, np.float64), np.asarray(tol, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(tol > 0, err / np.where(tol > 0, tol, 1.0), np.where(err > 0, np.inf, 0.0))
+    return np.where(np.isnan(r), np.inf, r)
+
+
+def _compare_leaves(name, ad_leaves, fd_leaves, err_leaves, paths, shapes, eps, W, cfg, what):
+    """Elementwise AD vs FD over (K, n) leaves, judged per leaf and direction in norm."""
+    best, notes = None, []
+    for li, (a, b, e) in enumerate(zip(ad_leaves, fd_leaves, err_leaves, strict=True)):
+        K = a.shape[0]
+        a = a.reshape(K, -1).astype(np.float64)
+        if _first_bad(a) >= 0:
+            notes.append(f"NaN/Inf in {what} at {_at(paths[li], shapes[li], _first_bad(a))}")
+        if _first_bad(b) >= 0:
+            notes.append(
+                f"NaN/Inf in finite differences at {_at(paths[li], shapes[li], _first_bad(b))}"
+            )
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.abs(a - b)
+            fd_n = np.linalg.norm(e, axis=1)
+            ad_r = C_AD * eps * math.sqrt(W) * _input_rounding(eps) * np.linalg.norm(a, axis=1)
+            tol = cfg.safety * fd_n + ad_r
+            err = np.linalg.norm(d, axis=1)
+        ratio = _ratio(err, tol)
+        k = int(np.argmax(ratio))
+        n = max(a.shape[1], 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = d[k] / (cfg.safety * e[k] + ad_r[k] / math.sqrt(n) + 1e-300)
+        idx = int(np.argmax(np.where(np.isnan(score), np.inf, score)))
+        cand = (
+            float(ratio[k]),
+            li,
+            float(err[k]),
+            float(tol[k]),
+            float(fd_n[k]),
+            float(ad_r[k]),
+            idx,
+        )
+        if best is None or cand[0] > best[0]:
+            best = cand
+    ratio, li, err, tol, fd, ad, idx = best
+    model = (
+        f"{cfg.safety:g} x FD error estimate {fd:.2e} (Richardson ladder, {cfg.levels} "
+        f"steps) + rounding {C_AD:g} eps sqrt(W) |AD| (1 + 1/h_rel) = {ad:.2e}"
+    )
+    status = "failed" if (ratio > 1 or notes) else "passed"
+    return CheckResult(
+        name, status, err, tol, model, fd, paths[li], _unravel(idx, shapes[li]), "; ".join(notes)
+    )
+
+
+def _compare_primal(name, p_leaves, f0_leaves, paths, shapes, eps, what):
+    best, notes = None, []
+    for li, (a, b) in enumerate(zip(p_leaves, f0_leaves, strict=True)):
+        a = a.reshape(-1).astype(np.float64)
+        b = b.reshape(-1).astype(np.float64)
+        if _first_bad(a[None]) >= 0:
+            notes.append(f"NaN/Inf in {what} at {_at(paths[li], shapes[li], _first_bad(a[None]))}")
+        with np.errstate(invalid="ignore", over="ignore"):
+            scale = np.abs(b) + np.linalg.norm(b) / math.sqrt(max(b.size, 1))
+            tol = C_PRIMAL * eps * scale
+            d = np.abs(a - b)
+        r = _ratio(d, tol)
+        i = int(np.argmax(r)) if r.size else 0
+        cand = (
+            float(r[i]) if r.size else 0.0,
+            li,
+            float(d[i]) if d.size else 0.0,
+            float(tol[i]) if tol.size else 0.0,
+            i,
+        )
+        if best is None or cand[0] > best[0]:
+            best = cand
+    ratio, li, err, tol, i = best
+    model = f"{C_PRIMAL:g} eps (|f(x)| + rms f(x)) elementwise (both sides round at eps)"
+    status = "failed" if (ratio > 1 or notes) else "passed"
+    return CheckResult(
+        name, status, err, tol, model, None, paths[li], _unravel(i, shapes[li]), "; ".join(notes)
+    )
+
+
+def _dot_test(us, est, err, jtu, vs, eps, cfg, in_paths, in_shapes):
+    """<u, FD J v> against <J^T u, v> per direction."""
+    K = est[0].shape[0]
+    ul = [u.reshape(K, -1).astype(np.float64) for u in _np_leaves(us)]
+    jl = [j.reshape(K, -1).astype(np.float64) for j in _np_leaves(jtu)]
+    vl = [v.reshape(K, -1).astype(np.float64) for v in _np_leaves(vs)]
+    with np.errstate(invalid="ignore", over="ignore"):
+        lhs = sum(np.sum(u * e, 1) for u, e in zip(ul, est, strict=True))
+        lhs_err = sum(np.sum(np.abs(u) * r, 1) for u, r in zip(ul, err, strict=True))
+        rhs = sum(np.sum(j * v, 1) for j, v in zip(jl, vl, strict=True))
+        terms = sum(np.sum(np.abs(u * e), 1) for u, e in zip(ul, est, strict=True)) + sum(
+            np.sum(np.abs(j * v), 1) for j, v in zip(jl, vl, strict=True)
+        )
+        terms = terms * _input_rounding(eps)
+        tol = cfg.safety * lhs_err + C_DOT * eps * terms
+        dif = np.abs(lhs - rhs)
+    notes = [
+        f"NaN/Inf in the AD cotangent (vjp) at {_at(p, s, _first_bad(j))}"
+        for p, s, j in zip(in_paths, in_shapes, jl, strict=True)
+        if _first_bad(j) >= 0
+    ]
+    return dif, tol, lhs_err, C_DOT * eps * terms, notes
+
+
+def _taylor_result(p0, ps, d, tts, eps, W) -> CheckResult:
+    p0 = float(np.asarray(p0))
+    ps = np.asarray(ps, np.float64)
+    hh = np.asarray(tts, np.float64)
+    d = np.asarray(d, np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        r = np.abs(ps - p0 - hh * d)
+        noise = 8 * eps * (abs(p0) + np.abs(ps)) + C_AD * eps * math.sqrt(W) * np.abs(hh * d)
+        rate = np.log2(r[:, :-1] / r[:, 1:])
+    valid = (r[:, 1:] > 10 * noise[:, 1:]) & (r[:, :-1] > 10 * noise[:, :-1])
+    measured = [
+        float(np.median(rate[k][valid[k]][-3:])) for k in range(r.shape[0]) if valid[k].any()
+    ]
+    model = (
+        f"remainder |f(x+hv) - f(x) - h <g,v>| over {r.shape[1]} halving steps must shrink "
+        f"with order >= {TAYLOR_ORDER} (2 = right gradient, 1 = wrong); steps where it is "
+        f"below 10x the round-off model are ignored"
+    )
+    if not np.all(np.isfinite(r)):
+        return CheckResult(
+            "taylor",
+            "failed",
+            float("nan"),
+            TAYLOR_ORDER,
+            model,
+            note="NaN/Inf in the Taylor remainder",
+        )
+    if not measured:
+        return CheckResult(
+            "taylor",
+            "passed",
+            float("nan"),
+            TAYLOR_ORDER,
+            model,
+            note="remainder at round-off level for every step: consistent with "
+            "a right gradient of a (locally) linear function",
+        )
+    m = min(measured)
+    return CheckResult("taylor", "failed" if m < TAYLOR_ORDER else "passed", m, TAYLOR_ORDER, model)
+
+
+def _run_checks(
+    f,
+    args,
+    checks,
+    *,
+    num_directions,
+    seed,
+    key,
+    safety,
+    levels,
+    step,
+    localize,
+    what,
+    taylor_levels=14,
+) -> CheckReport:
+    if not callable(f):
+        raise TypeError(f"{what}: f must be callable, found {type(f).__name__}.")
+    args = _prepare(args, what)
+    if (
+        isinstance(num_directions, bool)
+        or not isinstance(num_directions, int)
+        or num_directions < 1
+    ):
+        raise ValueError(
+            f"{what}: num_directions must be a positive int, found {num_directions!r}."
+        )
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 3:
+        raise ValueError(
+            f"{what}: levels must be an int >= 3, found {levels!r}; the default is "
+            f"{DEFAULT_LEVELS}."
+        )
+    if not (isinstance(safety, (int, float)) and safety > 0):
+        raise ValueError(
+            f"{what}: safety must be a number > 0, found {safety!r}; the default is 10."
+        )
+    if key is None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"{what}: seed must be an int, found {type(seed).__name__}; or pass key=.")
+    out = _out_struct(f, args)
+    for leaf in jax.tree_util.tree_leaves(out):
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise TypeError(
+                f"{what}: f returned a {leaf.dtype} output leaf; gradient checks need "
+                f"real floating outputs. Cast it, or return only the floating part."
+            )
+    unavailable = {c: w for c in checks if (w := _available(f, c, args)) is not None}
+    todo = tuple(c for c in checks if c not in unavailable)
+    cfg = _Cfg(
+        todo,
+        num_directions,
+        levels,
+        float(safety),
+        None if step is None else float(step),
+        taylor_levels,
+    )
+    eps = dtype_eps(args)
+    tdtype = np.dtype(np.float32) if eps > 1e-10 else np.dtype(np.float64)
+    W = tree_size(args)
+    K = num_directions
+    vs = _scale_dirs(_directions(args, K, seed, key, 0), _leaf_scales(args))
+    us = _directions(out, K, seed, key, 1)
+    u0 = (
+        None if _is_scalar(out) else jax.tree.map(lambda u: u[0], _directions(out, 1, seed, key, 2))
+    )
+    h0, ts, tts = _steps(args, vs, cfg, eps, tdtype)
+    in_paths = [p for p, _ in leaf_paths(args, "args")]
+    in_shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(args)]
+    out_paths = [p for p, _ in leaf_paths(out, "out")]
+    out_shapes = [tuple(x.shape) for x in jax.tree_util.tree_leaves(out)]
+    results: dict[str, CheckResult] = {}
+    res = _eval(f, args, vs, us, u0, ts, tts, cfg) if todo else None
+    f0 = _np_leaves(res["f0"]) if res is not None else []
+    f0_notes = [
+        f"NaN/Inf in f(args) at {_at(p, s, _first_bad(x[None]))}"
+        for p, s, x in zip(out_paths, out_shapes, f0, strict=False)
+        if _first_bad(x[None]) >= 0
+    ]
+    if res is not None and "F" in res:
+        est, err = _fd_tree(res["F"], h0, eps, levels)
+    if "jvp" in todo:
+        prim, tan = res["jvp"]
+        results["jvp"] = _compare_leaves(
+            "jvp",
+            _np_leaves(tan),
+            est,
+            err,
+            out_paths,
+            out_shapes,
+            eps,
+            W,
+            cfg,
+            "the AD tangent (jvp)",
+        )
+        results["jvp primal"] = _compare_primal(
+            "jvp primal", _np_leaves(prim), f0, out_paths, out_shapes, eps, "the jvp primal output"
+        )
+    if "vjp" in todo:
+        outv, jtu = res["vjp"]
+        dif, tol, fde, adr, notes = _dot_test(us, est, err, jtu, vs, eps, cfg, in_paths, in_shapes)
+        ratio = _ratio(dif, tol)
+        k = int(np.argmax(ratio))
+        model = (
+            f"{cfg.safety:g} x sum|u| FD error {float(fde[k]):.2e} (Richardson ladder, "
+            f"{levels} steps) + rounding {C_DOT:g} eps sum|terms| (1 + 1/h_rel) = "
+            f"{float(adr[k]):.2e}"
+        )
+        results["vjp"] = CheckResult(
+            "vjp",
+            "failed" if (ratio[k] > 1 or notes) else "passed",
+            float(dif[k]),
+            float(tol[k]),
+            model,
+            float(fde[k]),
+            in_paths[0] if len(in_paths) == 1 else None,
+            None,
+            "; ".join(notes),
+        )
+        results["vjp primal"] = _compare_primal(
+            "vjp primal", _np_leaves(outv), f0, out_paths, out_shapes, eps, "the vjp primal output"
+        )
+    hvps = [c for c in todo if c.startswith("hvp")]
+    if hvps:
+        gest, gerr = _fd_tree(res["G"], h0, eps, levels)
+        for c in hvps:
+            results[c] = _compare_leaves(
+                c, _np_leaves(res[c]), gest, gerr, in_paths, in_shapes, eps, W, cfg, "the AD HVP"
+            )
+    if "taylor" in todo:
+        p0, ps, d = res["taylor"]
+        results["taylor"] = _taylor_result(p0, ps, d, tts, eps, W)
+    if f0_notes:
+        for n, r in results.items():
+            results[n] = dataclasses.replace(
+                r, status="failed", note="; ".join(x for x in (r.note, *f0_notes) if x)
+            )
+    # Localise first-order failures to an input leaf: re-run the same compiled program (no
+    # re-trace) with the directions confined to one input leaf at a time.
+    failed = [n for n in ("jvp", "vjp") if n in results and results[n].status == "failed"]
+    if failed and localize and len(in_paths) > 1 and not f0_notes:
+        ratios = _localize(f, args, vs, us, u0, ts, tts, cfg, eps, W, levels)
+        worst = int(np.argmax(ratios))
+        loc = "per-input-leaf re-check (error/tol): " + ", ".join(
+            f"{p}: {q:.3g}" for p, q in zip(in_paths, ratios, strict=True)
+        )
+        for n in failed:
+            r = results[n]
+            results[n] = dataclasses.replace(
+                r,
+                worst_path=in_paths[worst] if n == "vjp" else r.worst_path,
+                note="; ".join(x for x in (r.note, loc) if x),
+            )
+    ordered: list[CheckResult] = []
+    for c in checks:
+        if c in unavailable:
+            ordered.append(
+                CheckResult(
+                    c, "skipped", note=f"mode unavailable for this function ({unavailable[c]})"
+                )
+            )
+            continue
+        ordered.append(results[c])
+        if c + " primal" in results:
+            ordered.append(results[c + " primal"])
+    name = getattr(f, "__name__", type(f).__name__)
+    dts = sorted({str(jnp.result_type(x)) for x in jax.tree_util.tree_leaves(args)})
+    return CheckReport(tuple(ordered), name, "/".join(dts))
+
+
+def _localize(f, args, vs, us, u0, ts, tts, cfg, eps, W, levels) -> np.ndarray:
+    """Per input leaf: max over directions of error/tol of the first-order checks."""
+    leaves, treedef = jax.tree_util.tree_flatten(vs)
+    first = tuple(c for c in cfg.checks if c in ("jvp", "vjp"))
+    paths = [p for p, _ in leaf_paths(args, "args")]
+    shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(args)]
+    out = []
+    for i in range(len(leaves)):
+        vi = treedef.unflatten([x if j == i else np.zeros_like(x) for j, x in enumerate(leaves)])
+        h0, tsi, _ = _steps(args, vi, cfg, eps, ts.dtype)
+        # the same cfg as the main check: the compiled program is re-used, nothing re-traces
+        res = _eval(f, args, vi, us, u0, tsi, tts, cfg)
+        est, err = _fd_tree(res["F"], h0, eps, levels)
+        worst = 0.0
+        if "vjp" in first:
+            dif, tol, *_ = _dot_test(us, est, err, res["vjp"][1], vi, eps, cfg, paths, shapes)
+            worst = max(worst, float(np.max(_ratio(dif, tol))))
+        if "jvp" in first:
+            tan = _np_leaves(res["jvp"][1])
+            for a, b, e in zip(tan, est, err, strict=True):
+                a = a.reshape(a.shape[0], -1).astype(np.float64)
+                tol = cfg.safety * np.linalg.norm(e, axis=1) + C_AD * eps * _input_rounding(
+                    eps
+                ) * math.sqrt(W) * np.linalg.norm(a, axis=1)
+                worst = max(worst, float(np.max(_ratio(np.linalg.norm(a - b, axis=1), tol))))
+        out.append(worst)
+    return np.asarray(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def _prepare(args: Any, what: str) -> tuple:
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(
+            f"{what}: args must be a tuple or list of f's positional arguments, found "
+            f"{type(args).__name__}. Wrap a single argument as (x,)."
+        )
+    args = tuple(jax.tree.map(jnp.asarray, tuple(args)))
+    for i, a in enumerate(args):
+        check_differentiable(a, f"args[{i}]", allow_complex=False)
+    return args
+
+
+def check_grads(
+    f: Callable,
+    args: Sequence[Any],
+    order: int = 1,
+    modes: Sequence[str] = ("fwd", "rev"),
+    *,
+    num_directions: int = 2,
+    seed: int = 0,
+    key: jax.Array | None = None,
+    safety: float = 10.0,
+    levels: int = DEFAULT_LEVELS,
+    step: float | None = None,
+    taylor: bool = False,
+    localize: bool = True,
+) -> CheckReport:
+    """Check ``f``'s derivatives (and custom rules' primal outputs) at ``args``.
+
+    Runs :func:`check_jvp` (``"fwd"`` in modes) and :func:`check_vjp` (``"rev"``); with
+    ``order=2`` also :func:`check_hvp` in ``fwd-over-rev`` (``"fwd"``) and ``rev-over-rev``
+    (``"rev"``) modes, and :func:`taylor_test` if ``taylor``. Everything runs as one
+    jit-compiled program per (f, shapes, options): repeated checks do not re-trace. A mode that
+    does not exist for ``f`` (forward mode of a custom_vjp function) is reported as skipped.
+
+    Cost per direction: 13 evaluations of ``f`` for the FD side (levels=6), a JVP and/or a VJP;
+    with order 2, 13 gradient evaluations and one HVP per mode. Independent of the number of
+    parameters W (beyond the cost of f itself).
+
+    Args:
+      f: function of ``len(args)`` positional pytree arguments, returning any pytree of
+        floating arrays.
+      args: tuple or list of the arguments (floating leaves only).
+      order: 1 or 2.
+      modes: a subset of ``("fwd", "rev")``.
+      num_directions: random directions per check (seeded; default 2).
+      seed: seed for the directions (ignored if ``key`` is given).
+      key: a ``jax.random`` key for the directions.
+      safety: multiple of the FD error estimate allowed (default 10).
+      levels: steps in the Richardson ladder (default 6; >= 3).
+      step: largest step of the ladder (default from dtype and scale, see ``chainrule.fd``).
+      localize: on a first-order failure, re-check one input leaf at a time to name the
+        worst leaf (O(#leaves) more runs of the compiled check, only when failed).
+      taylor: also run the step-size-free :func:`taylor_test`.
+
+    Returns:
+      A :class:`CheckReport`: ``.passed``, ``.results``, ``.summary()``, ``.raise_if_failed()``.
+
+    Raises:
+      TypeError: ``args`` not a tuple/list, integer/complex leaves, ``f`` not callable.
+      ValueError: bad ``order``, ``modes``, ``num_directions``, ``levels`` or ``safety``.
+
+    Example:
+      >>> import chainrule as cr, jax.numpy as jnp
+      >>> report = cr.check_grads(jnp.sin, (jnp.linspace(0.0, 1.0, 5),), order=2)
+      >>> report.passed
+      True
+    """
+    if order not in (1, 2):
+        raise ValueError(f"check_grads: order must be 1 or 2, found {order!r}.")
+    if isinstance(modes, str):
+        modes = (modes,)
+    if not modes:
+        raise ValueError('check_grads: modes is empty; give ("fwd",), ("rev",) or both.')
+    for m in modes:
+        check_choice(m, MODES, "check_grads mode")
+    checks: list[str] = []
+    if "fwd" in modes:
+        checks.append("jvp")
+    if "rev" in modes:
+        checks.append("vjp")
+    if order == 2:
+        if "fwd" in modes:
+            checks.append("hvp[fwd-over-rev]")
+        if "rev" in modes:
+            checks.append("hvp[rev-over-rev]")
+    if taylor:
+        checks.append("taylor")
+    return _run_checks(
+        f,
+        args,
+        tuple(checks),
+        num_directions=num_directions,
+        seed=seed,
+        key=key,
+        safety=safety,
+        levels=levels,
+        step=step,
+        localize=localize,
+        what="check_grads",
+    )
+
+
+def check_jvp(
+    f: Callable,
+    args: Sequence[Any],
+    *,
+    num_directions: int = 2,
+    seed: int = 0,
+    key: jax.Array | None = None,
+    safety: float = 10.0,
+    levels: int = DEFAULT_LEVELS,
+    step: float | None = None,
+    localize: bool = True,
+) -> CheckReport:
+    """Forward mode: ``jax.jvp(f)`` against a finite-difference ``J v``, plus its primal output.
+
+    Cost per direction: one JVP (~2-3 evaluations of ``f``) and 13 evaluations for the FD side.
+
+    Args:
+      f: function of ``len(args)`` positional arguments.
+      args: tuple or list of the arguments.
+      num_directions: random directions per check (seeded; default 2).
+      seed: seed for the directions (ignored if ``key`` is given).
+      key: a ``jax.random`` key for the directions.
+      safety: multiple of the FD error estimate allowed (default 10).
+      levels: steps in the Richardson ladder (default 6; >= 3).
+      step: largest step of the ladder (default from dtype and scale, see ``chainrule.fd``).
+      localize: on a first-order failure, re-check one input leaf at a time to name the
+        worst leaf (O(#leaves) more runs of the compiled check, only when failed).
+
+    Returns:
+      A :class:`CheckReport` with checks ``jvp`` and ``jvp primal`` (skipped if forward mode
+      does not exist for ``f``).
+
+    Raises:
+      TypeError, ValueError: as for :func:`check_grads`.
+
+    Example:
+      >>> import chainrule as cr, jax.numpy as jnp
+      >>> cr.check_jvp(jnp.tanh, (jnp.ones(3),)).passed
+      True
+    """
+    return _run_checks(
+        f,
+        args,
+        ("jvp",),
+        num_directions=num_directions,
+        seed=seed,
+        key=key,
+        safety=safety,
+        levels=levels,
+        step=step,
+        localize=localize,
+        what="check_jvp",
+    )
+
+
+def check_vjp(
+    f: Callable,
+    args: Sequence[Any],
+    *,
+    num_directions: int = 2,
+    seed: int = 0,
+    key: jax.Array | None = None,
+    safety: float = 10.0,
+    levels: int = DEFAULT_LEVELS,
+    step: float | None = None,
+    localize: bool = True,
+) -> CheckReport:
+    """Reverse mode by the dot-product test ``<u, J v> = <J^T u, v>``, plus its primal output.
+
+    ``J v`` comes from finite differences, ``J^T u`` from ``jax.vjp``; ``u`` and ``v`` random.
+
+    Cost per direction: one VJP pass (~3 evaluations of ``f``, the forward shared) and 17
+    evaluations for the FD side.
+
+    Args:
+      f: function of ``len(args)`` positional arguments.
+      args: tuple or list of the arguments.
+      num_directions: random directions per check (seeded; default 2).
+      seed: seed for the directions (ignored if ``key`` is given).
+      key: a ``jax.random`` key for the directions.
+      safety: multiple of the FD error estimate allowed (default 10).
+      levels: steps in the Richardson ladder (default 6; >= 3).
+      step: largest step of the ladder (default from dtype and scale, see ``chainrule.fd``).
+      localize: on a first-order failure, re-check one input leaf at a time to name the
+        worst leaf (O(#leaves) more runs of the compiled check, only when failed).
+
+    Returns:
+      A :class:`CheckReport` with checks ``vjp`` and ``vjp primal``.
+
+    Raises:
+      TypeError, ValueError: as for :func:`check_grads`.
+
+    Example:
+      >>> import chainrule as cr, jax.numpy as jnp
+      >>> cr.check_vjp(lambda x: jnp.sum(x ** 2), (jnp.ones(3),)).passed
+      True
+    """
+    return _run_checks(
+        f,
+        args,
+        ("vjp",),
+        num_directions=num_directions,
+        seed=seed,
+        key=key,
+        safety=safety,
+        levels=levels,
+        step=step,
+        localize=localize,
+        what="check_vjp",
+    )
+
+
+def check_hvp(
+    f: Callable,
+    args: Sequence[Any],
+    mode: str = "fwd-over-rev",
+    *,
+    num_directions: int = 2,
+    seed: int = 0,
+    key: jax.Array | None = None,
+    safety: float = 10.0,
+    levels: int = DEFAULT_LEVELS,
+    step: float | None = None,
+) -> CheckReport:
+    """Second order: finite differences of the AD gradient along ``v`` against the AD HVP.
+
+    A non-scalar ``f`` is reduced to ``<u0, f(x)>`` for a fixed random ``u0``. The reference
+    is FD of ``jax.grad`` (reverse mode), so check first order first.
+
+    Cost per direction: 13 gradient evaluations (~3 evaluations of ``f`` each) and one HVP
+    (~4-5 evaluations of ``f``).
+
+    Args:
+      f: function of ``len(args)`` positional arguments.
+      args: tuple or list of the arguments.
+      mode: ``"fwd-over-rev"``, ``"rev-over-rev"`` or ``"rev-over-fwd"`` (the composition
+        whose second-order rules are exercised; rev-over-fwd needs forward mode of ``f``
+        and is reported as skipped for a ``custom_vjp`` function).
+      num_directions: random directions per check (seeded; default 2).
+      seed: seed for the directions (ignored if ``key`` is given).
+      key: a ``jax.random`` key for the directions.
+      safety: multiple of the FD error estimate allowed (default 10).
+      levels: steps in the Richardson ladder (default 6; >= 3).
+      step: largest step of the ladder (default from dtype and scale, see ``chainrule.fd``).
+
+    Returns:
+      A :class:`CheckReport` with the check ``hvp[mode]``.
+
+    Raises:
+      ValueError: an unknown mode; otherwise as for :func:`check_grads`.
+
+    Example:
+      >>> import chainrule as cr, jax.numpy as jnp
+      >>> cr.check_hvp(lambda x: jnp.sum(jnp.sin(x) ** 2), (jnp.ones(3),)).passed
+      True
+    """
+    check_choice(mode, HVP_CHECK_MODES, "check_hvp mode")
+    return _run_checks(
+        f,
+        args,
+        (f"hvp[{mode}]",),
+        num_directions=num_directions,
+        seed=seed,
+        key=key,
+        safety=safety,
+        levels=levels,
+        step=step,
+        localize=False,
+        what="check_hvp",
+    )
+
+
+def taylor_test(
+    f: Callable,
+    args: Sequence[Any],
+    *,
+    num_directions: int = 2,
+    seed: int = 0,
+    key: jax.Array | None = None,
+    levels: int = 14,
+) -> CheckReport:
+    """Step-size-free first-order check: the Taylor remainder must shrink as O(h^2).
+
+    ``r(h) = |f(x + h v) - f(x) - h <grad f(x), v>|`` over ``levels`` halving steps: with the
+    right gradient ``r`` falls by 4x per halving (order 2), with a wrong one only by 2x
+    (order 1) once ``h`` is small. The observed order (median of the last 3 halvings whose
+    remainders stand 10x above the round-off model) must be >= 1.5. No tolerance to tune; the
+    price is less sensitivity than the FD checks to errors far below the curvature of ``f``.
+    A non-scalar ``f`` is reduced to ``<u0, f(x)>`` with a fixed random ``u0``.
+
+    Cost per direction: ``levels + 1`` evaluations of ``f`` and one gradient.
+
+    Args:
+      f: function of ``len(args)`` positional arguments.
+      args: tuple or list of the arguments.
+      num_directions: random directions (seeded).
+      seed: seed for the directions; key: a ``jax.random`` key instead.
+      levels: number of halving steps (>= 4).
+
+    Returns:
+      A :class:`CheckReport` with the check ``taylor`` (error = observed order).
+
+    Raises:
+      ValueError: ``levels < 4``; otherwise as for :func:`check_grads`.
+
+    Example:
+      >>> import chainrule as cr, jax.numpy as jnp
+      >>> cr.taylor_test(lambda x: jnp.sum(jnp.exp(x)), (jnp.ones(4),)).passed
+      True
+    """
+    if not isinstance(levels, int) or levels < 4:
+        raise ValueError(f"taylor_test: levels must be an int >= 4, found {levels!r}.")
+    return _run_checks(
+        f,
+        args,
+        ("taylor",),
+        num_directions=num_directions,
+        seed=seed,
+        key=key,
+        safety=10.0,
+        levels=DEFAULT_LEVELS,
+        step=None,
+        localize=False,
+        what="taylor_test",
+        taylor_levels=levels,
+    )

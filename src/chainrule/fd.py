@@ -1,0 +1,427 @@
+"""Finite differences: directional derivatives, step choice, Richardson extrapolation, complex step.
+
+Every estimate comes with an error estimate, because a finite difference is only as useful as
+the bound one can put on it. Two error sources are modelled:
+
+* **truncation**, the Taylor terms the stencil drops: ``O(h^p)`` for a stencil of order ``p``.
+  It is *measured*, not assumed: the same stencil is evaluated at ``h`` and ``2h`` and
+  ``|D(h) - D(2h)| / (2^p - 1)`` estimates the error of ``D(h)`` (the Richardson error
+  estimate).
+* **round-off**: ``f`` is computed with a relative error of about ``eps`` (the machine epsilon
+  of the input dtype), which the stencil divides by ``h``: ``eps * |f(x)| * sum|c_j| / h``. The
+  measured difference above also contains this noise, so the estimate covers both.
+
+Steps are chosen from the dtype and the scales of ``x`` and ``v``:
+``h = eps^(1/(p+1)) * max(1, log1p(rms(x))) / rms(v)`` balances the two errors for a
+stencil of order ``p`` (numdifftools uses the same ``log1p`` scaling of ``x``).
+``method="richardson"`` (the default) does not trust one step: it evaluates central
+differences on a ladder of ``levels`` steps halving from ``2 * eps^(1/7) * scale``, builds the
+Richardson table (orders 2, 4, 6) and picks, per output leaf, the entry with the smallest
+estimated error in norm over the leaf, where each entry's error is its largest difference to its
+neighbours in step size (plus the round-off model). (Per leaf rather than per element: among
+thousands of elements, some neighbour differences cancel by chance and would hide an error.)
+
+Costs, in evaluations of ``f`` (all evaluations of one call run as one vmapped batch):
+
+* one directional derivative: O(1) evaluations, independent of the number of parameters W
+  (``forward``/``backward`` 3, ``central`` 4, ``central4`` 8, ``central6`` 12 with the error
+  estimate; ``richardson`` ``2 * levels + 1``; ``complex`` 2 complex evaluations);
+* a full gradient or Jacobian (:func:`gradient`, :func:`jacobian`): O(W) evaluations, i.e.
+  O(W^2) work against one reverse pass (~3 evaluations) for a gradient. Use them on small
+  problems, or to locate the worst element of a small leaf.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from chainrule._tree import check_choice, check_differentiable, check_same_shapes_dtypes
+
+PyTree = Any
+
+__all__ = ["METHODS", "directional", "gradient", "jacobian", "default_step", "dtype_eps"]
+
+METHODS = ("richardson", "central", "central4", "central6", "forward", "backward", "complex")
+
+# Stencils: derivative ~= sum_j c_j f(x + o_j h v) / h, and their order p.
+_STENCILS: dict[str, tuple[tuple[float, ...], tuple[float, ...], int]] = {
+    "forward": ((0.0, 1.0), (-1.0, 1.0), 1),
+    "backward": ((-1.0, 0.0), (-1.0, 1.0), 1),
+    "central": ((-1.0, 1.0), (-0.5, 0.5), 2),
+    "central4": ((-2.0, -1.0, 1.0, 2.0), (1 / 12, -8 / 12, 8 / 12, -1 / 12), 4),
+    "central6": (
+        (-3.0, -2.0, -1.0, 1.0, 2.0, 3.0),
+        (-1 / 60, 9 / 60, -45 / 60, 45 / 60, -9 / 60, 1 / 60),
+        6,
+    ),
+}
+_ORDER = {"richardson": 6, "complex": 2, **{k: s[2] for k, s in _STENCILS.items()}}
+DEFAULT_LEVELS = 6
+
+
+def dtype_eps(tree: PyTree) -> float:
+    """Machine epsilon of the least precise floating leaf of ``tree`` (float32 if none)."""
+    eps = [
+        float(jnp.finfo(jnp.result_type(leaf)).eps)
+        for leaf in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    return max(eps) if eps else float(jnp.finfo(jnp.float32).eps)
+
+
+def _step_dtype(tree: PyTree) -> np.dtype:
+    """The real dtype steps are computed in: the widest floating leaf, at least float32.
+
+    A float64 problem must not get a step rounded to float32: the displacement ``x + h v``
+    and the divisor ``h`` would then differ by float32's relative error (~3e-8), a floor far
+    above float64 finite-difference accuracy.
+    """
+    dts = [jnp.finfo(jnp.result_type(x)).dtype for x in jax.tree_util.tree_leaves(tree)]
+    return np.dtype(jnp.result_type(jnp.float32, *dts))
+
+
+def _rms(tree: PyTree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    n = sum(int(np.size(x)) for x in leaves)
+    dt = _step_dtype(tree)
+    sq = sum(jnp.sum(jnp.abs(x).astype(dt) ** 2) for x in leaves)
+    return jnp.sqrt(sq / max(n, 1))
+
+
+def _scale(x: PyTree, v: PyTree) -> jax.Array:
+    """``max(1, log1p(rms x)) / rms v``: the step unit along ``v`` (a traced scalar)."""
+    rv = _rms(v)
+    return jnp.maximum(1.0, jnp.log1p(_rms(x))) / jnp.where(rv > 0, rv, 1.0)
+
+
+def default_step(x: PyTree, v: PyTree, method: str = "central") -> jax.Array:
+    """The step :func:`directional` uses for ``method`` when ``step`` is None.
+
+    ``eps^(1/(p+1)) * max(1, log1p(rms(x))) / rms(v)`` for a stencil of order ``p``; for
+    ``"richardson"`` the largest step of the ladder, ``2 * eps^(1/7) * ...``; for ``"complex"``
+    ``eps * ...`` (no cancellation, so the step can be tiny).
+
+    Example:
+      >>> import chainrule as cr, jax.numpy as jnp
+      >>> h = cr.fd.default_step(jnp.ones(3, jnp.float32), jnp.ones(3, jnp.float32))
+      >>> 4e-3 < float(h) < 6e-3
+      True
+    """
+    check_choice(method, METHODS, "finite-difference method")
+    eps = dtype_eps(x)
+    s = _scale(x, v)
+    if method == "richardson":
+        return 2.0 * eps ** (1 / 7) * s
+    if method == "complex":
+        return eps * s
+    return eps ** (1 / (_ORDER[method] + 1)) * s
+
+
+def _line(f: Callable, x: PyTree, v: PyTree, ts: jax.Array) -> PyTree:
+    """``[f(x + t v) for t in ts]`` as one vmapped evaluation; leaves get a leading axis."""
+
+    def at(t):
+        return f(jax.tree.map(lambda a, b: a + t.astype(a.dtype) * b, x, v))
+
+    return jax.vmap(at)(ts)
+
+
+@functools.lru_cache(maxsize=32)
+def _richardson_matrices(levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Constant maps from the ``2 * levels + 1`` line values to the Richardson table.
+
+    Values are ordered ``f(x + h_k v)`` (k = 0..L-1), ``f(x - h_k v)``, ``f(x)`` with
+    ``h_k = h_0 2^-k``. Returns ``(A, BL, BR, amp)`` in units of ``1/h_0``: candidates
+    ``A @ F`` (central differences D_k, their order-4 and order-6 extrapolations), the
+    differences of each candidate to its left/right neighbour in step size (``BL``, ``BR``;
+    the one neighbour at the ends), and ``amp = sum |A|`` (round-off amplification).
+    """
+    L = levels
+    T = 2 * L + 1
+    D = np.zeros((L, T))
+    for k in range(L):
+        D[k, k] = 2.0**k / 2
+        D[k, L + k] = -(2.0**k) / 2
+    cols = [D]
+    for j in (1, 2):
+        prev = cols[-1]
+        r = 4.0**j
+        cols.append((r * prev[1:] - prev[:-1]) / (r - 1))
+    A, BL, BR = [], [], []
+    for c in cols:
+        n = c.shape[0]
+        if n < 2:
+            continue
+        for k in range(n):
+            left = c[k] - c[k - 1] if k > 0 else c[k] - c[k + 1]
+            right = c[k] - c[k + 1] if k < n - 1 else c[k] - c[k - 1]
+            A.append(c[k])
+            BL.append(left)
+            BR.append(right)
+    A, BL, BR = np.array(A), np.array(BL), np.array(BR)
+    return A, BL, BR, np.abs(A).sum(1)
+
+
+def _floor_scale(absF, levels: int, xp=jnp):
+    """Per candidate of :func:`_richardson_matrices`, the largest ``|f|`` among the points it
+    uses (``f(x)`` included): the round-off floor must hold where ``f`` is summed from large,
+    cancelling terms near ``x`` (e.g. ``sum(x^3)`` over a symmetric grid, ``f(x) = 0``)."""
+    L = levels
+    lev = xp.maximum(xp.maximum(absF[:L], absF[L : 2 * L]), absF[-1][None])
+    r1 = xp.maximum(lev[:-1], lev[1:])
+    r2 = xp.maximum(r1[:-1], r1[1:])
+    return xp.concatenate([lev, r1, r2], 0)
+
+
+def _richardson_table(F: jax.Array, h0: jax.Array, eps: float, levels: int):
+    """Per element, the Richardson-table entry with the smallest estimated error.
+
+    ``F`` has shape ``(2L + 1,) + out_shape`` (see :func:`_richardson_matrices`). Each entry's
+    error is the larger of its differences to its neighbours in step size (truncation and
+    noise both show there), floored by the round-off model ``eps |f(x)| sum|c| / h``.
+    Returns (estimate, error estimate) shaped like ``out_shape``.
+    """
+    A, BL, BR, amp = (jnp.asarray(m, F.dtype) for m in _richardson_matrices(levels))
+    shape = F.shape[1:]
+    Ff = F.reshape(F.shape[0], -1)
+    hp = jax.lax.Precision.HIGHEST
+    h = h0.astype(F.dtype)
+    C = jnp.matmul(A, Ff, precision=hp) / h
+    E = (
+        jnp.maximum(
+            jnp.abs(jnp.matmul(BL, Ff, precision=hp)), jnp.abs(jnp.matmul(BR, Ff, precision=hp))
+        )
+        / h
+    )
+    noise = eps * (_floor_scale(jnp.abs(Ff), levels) + jnp.finfo(F.dtype).tiny)
+    E = jnp.maximum(E, amp[:, None] * noise / h)
+    E = jnp.where(jnp.isnan(E), jnp.inf, E)
+    # one entry for the whole leaf: the smallest error in norm (per element, a few elements
+    # whose neighbour differences cancel by chance would get an underestimated error)
+    i = jnp.argmin(jnp.sqrt(jnp.sum(jnp.minimum(E, jnp.finfo(E.dtype).max / 1e6) ** 2, axis=1)))
+    est, err = C[i], E[i]
+    return est.reshape(shape), err.reshape(shape)
+
+
+def _directional_impl(f, x, v, method, step, levels):
+    eps = dtype_eps(x)
+    out_struct = jax.eval_shape(f, x)
+    out_leaves, out_def = jax.tree_util.tree_flatten(out_struct)
+    for leaf in out_leaves:
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            raise TypeError(
+                f"directional: f returned a {leaf.dtype} leaf; finite differences need floating "
+                f"outputs. Cast the output, or drop integer outputs from f."
+            )
+    sdt = _step_dtype(x)
+    h = (default_step(x, v, method) if step is None else jnp.asarray(step)).astype(sdt)
+    if method == "complex":
+        cx = jax.tree.map(lambda a: a.astype(jnp.result_type(a, jnp.complex64)), x)
+        ts = jnp.stack([h, 2 * h])
+
+        def at(t):
+            return f(jax.tree.map(lambda a, b: a + 1j * t.astype(a.real.dtype) * b, cx, v))
+
+        Fs = jax.vmap(at)(ts)
+
+        def one(F):
+            D = jnp.imag(F) / ts.reshape((2,) + (1,) * (F.ndim - 1)).astype(jnp.imag(F).dtype)
+            err = jnp.abs(D[0] - D[1]) / 3 + eps * jnp.abs(D[0])
+            return D[0], err
+
+        pairs = [one(F) for F in jax.tree_util.tree_leaves(Fs)]
+    elif method == "richardson":
+        hs = h * 0.5 ** jnp.arange(levels, dtype=sdt)
+        ts = jnp.concatenate([hs, -hs, jnp.zeros((1,), sdt)])
+        Fs = _line(f, x, v, ts)
+        pairs = [_richardson_table(F, h, eps, levels) for F in jax.tree_util.tree_leaves(Fs)]
+    else:
+        offs, coefs, p = _STENCILS[method]
+        # the stencil at h and at 2h (for the error estimate), plus f(x) for the noise model
+        grid = sorted(set(offs) | {2 * o for o in offs} | {0.0})
+        ts = h * jnp.asarray(grid, sdt)
+        Fs = _line(f, x, v, ts)
+        pos = {o: i for i, o in enumerate(grid)}
+        amp = sum(abs(c) for c in coefs)
+        pairs = []
+        for F in jax.tree_util.tree_leaves(Fs):
+            hh = h.astype(F.dtype)
+            d1 = sum(c * F[pos[o]] for o, c in zip(offs, coefs, strict=True)) / hh
+            d2 = sum(c * F[pos[2 * o]] for o, c in zip(offs, coefs, strict=True)) / (2 * hh)
+            noise = eps * jnp.abs(F[pos[0.0]]) * amp / hh
+            pairs.append((d1, jnp.abs(d1 - d2) / (2.0**p - 1) + noise))
+    est = out_def.unflatten([p[0] for p in pairs])
+    err = out_def.unflatten([p[1] for p in pairs])
+    return est, err
+
+
+_directional_jit = jax.jit(_directional_impl, static_argnums=(0, 3, 5))
+
+
+def _prepare(x: PyTree, v: PyTree) -> tuple[PyTree, PyTree]:
+    x = jax.tree.map(jnp.asarray, x)
+    v = jax.tree.map(jnp.asarray, v)
+    check_differentiable(x, "x")
+    check_same_shapes_dtypes(x, v, "x", "v", allow_float0=False)
+    return x, v
+
+
+def directional(
+    f: Callable,
+    x: PyTree,
+    v: PyTree,
+    method: str = "richardson",
+    step: float | None = None,
+    levels: int = DEFAULT_LEVELS,
+) -> tuple[PyTree, PyTree]:
+    """Finite-difference directional derivative ``J(x) v`` of ``f`` with an error estimate.
+
+    Cost: O(1) evaluations of ``f`` whatever the number of parameters, run as one vmapped,
+    jit-compiled batch: ``forward``/``backward`` 3, ``central`` 4, ``central4`` 8, ``central6``
+    12 (each includes the second step used for the error estimate and ``f(x)``),
+    ``richardson`` ``2 * levels + 1``, ``complex`` 2 evaluations on complex input.
+
+    Args:
+      f: function of one pytree argument returning any pytree of floating arrays.
+      x: the point (pytree of floating arrays).
+      v: the direction, with ``x``'s structure, shapes and dtypes.
+      method: ``"richardson"`` (default: a ladder of central differences, Richardson-
+        extrapolated to orders 4 and 6, the entry with the smallest estimated error picked per
+        output leaf), ``"central"`` (O(h^2)), ``"central4"``, ``"central6"`` (O(h^4), O(h^6)),
+        ``"forward"``, ``"backward"`` (O(h)), or ``"complex"`` (complex step,
+        ``Im f(x + i h v) / h``, O(h^2) with no cancellation; ``f`` must accept complex input
+        and be holomorphic in it).
+      step: the step ``h`` (for ``"richardson"`` the largest step of the ladder); default
+        :func:`default_step`.
+      levels: number of steps in the Richardson ladder (at least 3).
+
+    Returns:
+      ``(estimate, error_estimate)``, both pytrees like ``f``'s output; the error estimate is
+      elementwise and non-negative (truncation measured from two steps, plus round-off).
+
+    Raises:
+      ValueError: an unknown method, ``levels < 3``, or ``v`` not shaped like ``x``.
+      TypeError: integer leaves in ``x`` or in ``f``'s output, or a dtype mismatch.
+
+    Example:
+      >>> import chainrule as cr, jax.numpy as jnp
+      >>> d, err = cr.fd.directional(jnp.sin, jnp.array(0.0), jnp.array(1.0))
+      >>> abs(float(d) - 1.0) < 1e-6, float(err) < 1e-6
+      (True, True)
+    """
+    check_choice(method, METHODS, "finite-difference method")
+    if levels < 3:
+        raise ValueError(f"directional: levels must be >= 3 (found {levels}); the default is 6.")
+    x, v = _prepare(x, v)
+    return _directional_jit(f, x, v, method, step, int(levels))
+
+
+def _basis_impl(f, x, method, step, levels, chunk_size):
+    flat, unravel = ravel_pytree(x)
+    n = flat.shape[0]
+
+    def col(i):
+        e = unravel(jnp.zeros_like(flat).at[i].set(1))
+        est, err = _directional_impl(f, x, e, method, step, levels)
+        return ravel_pytree(est)[0], ravel_pytree(err)[0]
+
+    idx = jnp.arange(n)
+    if chunk_size is None:
+        est, err = jax.vmap(col)(idx)
+    else:
+        est, err = jax.lax.map(col, idx, batch_size=chunk_size)
+    return est.T, err.T  # (out_size, in_size)
+
+
+_basis_jit = jax.jit(_basis_impl, static_argnums=(0, 2, 4, 5))
+
+
+def jacobian(
+    f: Callable,
+    x: PyTree,
+    method: str = "central",
+    step: float | None = None,
+    levels: int = DEFAULT_LEVELS,
+    chunk_size: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Full finite-difference Jacobian, one directional derivative per input coordinate.
+
+    Cost: O(W) evaluations for W input scalars (4W for ``"central"``), i.e. O(W^2) work where
+    reverse mode needs one pass per output; vmapped (all at once, or ``chunk_size`` columns at
+    a time to bound memory) and jit-compiled. For small problems and for locating the worst
+    element of a failed check.
+
+    Args:
+      f: function of one pytree argument, any pytree of floating outputs.
+      x: the point.
+      method, step, levels: as in :func:`directional` (the default here is ``"central"``).
+      chunk_size: columns per batch, or None for all W at once.
+
+    Returns:
+      ``(J, err)``: arrays of shape ``(M, W)`` over the raveled output and input
+      (``jax.flatten_util.ravel_pytree`` order).
+
+    Raises:
+      ValueError: unknown method or a bad ``chunk_size``.
+      TypeError: integer leaves in ``x``.
+
+    Example:
+      >>> import chainrule as cr, jax.numpy as jnp
+      >>> J, err = cr.fd.jacobian(lambda x: x ** 2, jnp.array([1.0, 2.0]))
+      >>> [[round(float(a), 3) for a in row] for row in J]
+      [[2.0, 0.0], [0.0, 4.0]]
+    """
+    check_choice(method, METHODS, "finite-difference method")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(
+            f"jacobian: chunk_size must be a positive int or None, found {chunk_size!r}."
+        )
+    x = jax.tree.map(jnp.asarray, x)
+    check_differentiable(x, "x")
+    return _basis_jit(f, x, method, step, int(levels), chunk_size)
+
+
+def gradient(
+    f: Callable,
+    x: PyTree,
+    method: str = "central",
+    step: float | None = None,
+    levels: int = DEFAULT_LEVELS,
+    chunk_size: int | None = None,
+) -> tuple[PyTree, PyTree]:
+    """Finite-difference gradient of a scalar function, as a pytree like ``x``.
+
+    Cost: O(W) evaluations of ``f`` (4W for ``"central"``): O(W^2) work against one reverse
+    pass. See :func:`jacobian`.
+
+    Args:
+      f: real scalar function of one pytree.
+      x: the point.
+      method, step, levels, chunk_size: as in :func:`jacobian`.
+
+    Returns:
+      ``(grad, err)``, pytrees like ``x``.
+
+    Raises:
+      TypeError: ``f`` does not return a scalar, or integer leaves in ``x``.
+
+    Example:
+      >>> import chainrule as cr, jax.numpy as jnp
+      >>> g, err = cr.fd.gradient(lambda x: jnp.sum(x ** 3), jnp.array([1.0, 2.0]))
+      >>> [round(float(a), 3) for a in g]
+      [3.0, 12.0]
+    """
+    out = jax.eval_shape(f, jax.tree.map(jnp.asarray, x))
+    from chainrule._tree import check_scalar_output
+
+    check_scalar_output(out, "fd.gradient", f)
+    J, err = jacobian(f, x, method, step, levels, chunk_size)
+    unravel = ravel_pytree(jax.tree.map(jnp.asarray, x))[1]
+    return unravel(J[0]), unravel(err[0])

@@ -1,0 +1,213 @@
+"""Tests for chainrule.check on the zoo of correct and wrong derivative rules (tests/zoo.py).
+
+Every planted bug must be caught and no correct function may raise a false alarm, in float32
+and float64. Reports are computed once per (case, dtype) and shared by the tests that read them.
+"""
+
+import functools
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import chainrule as cr
+from chainrule.check import GradientCheckError
+
+sys.path.insert(0, str(Path(__file__).parent))
+import zoo  # noqa: E402
+
+DTYPES = ("float32", "float64")
+
+
+@functools.cache
+def _report(name: str, dtype: str):
+    case = next(c for c in zoo.CASES if c.name == name)
+    return zoo.run_chainrule(case, jnp.dtype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", zoo.BUGS, ids=lambda c: c.name)
+def test_catches_every_planted_bug(case, dtype):
+    report = _report(case.name, dtype)
+    assert not report.passed, report.summary()
+    report.assert_failed()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", zoo.CORRECT, ids=lambda c: c.name)
+def test_no_false_alarm_on_correct_functions(case, dtype):
+    report = _report(case.name, dtype)
+    report.raise_if_failed()
+    # the margin is real: the worst error is well inside its tolerance
+    worst = max(r.error / r.tolerance for r in report.results if r.status == "passed")
+    assert worst < 0.5, report.summary()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_failures_name_the_right_check_and_place(dtype):
+    rep = _report("wrong primal", dtype)
+    assert rep["jvp primal"].status == "failed" and rep["jvp"].status == "passed"
+    rep = _report("2nd order only", dtype)
+    assert rep["jvp"].status == rep["vjp"].status == "passed", rep.summary()
+    assert rep["hvp[fwd-over-rev]"].status == "failed"
+    rep = _report("additive 1e-3", dtype)  # custom_vjp: forward mode does not exist
+    assert rep["jvp"].status == "skipped" and "custom_vjp" in rep["jvp"].note
+    assert rep["vjp"].status == "failed"
+    rep = _report("some batch rows", dtype)
+    assert rep["jvp"].worst_index in ((3,), (11,)), rep.summary()
+    rep = _report("swapped leaves", dtype)
+    assert rep["vjp"].status == "failed" and "per-input-leaf" in rep["vjp"].note
+    assert rep["vjp"].worst_path in ("args[0]['a']", "args[0]['b']")
+    rep = _report("one input region", dtype)
+    assert rep["jvp"].status == "failed"
+
+
+def test_custom_vjp_forward_mode_is_skipped_not_raised(dtype):
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sum(jnp.sin(x))
+
+    f.defvjp(lambda x: (f(x), x), lambda x, ct: (ct * jnp.cos(x),))
+    rep = cr.check_grads(f, (jnp.linspace(0, 1, 5, dtype=dtype),), order=2)
+    assert rep.passed, rep.summary()
+    # forward mode, and so forward-over-reverse, does not exist for a custom_vjp function
+    assert [r.name for r in rep.skipped] == ["jvp", "hvp[fwd-over-rev]"]
+    assert rep["vjp"].status == rep["hvp[rev-over-rev]"].status == "passed"
+    assert "SKIP jvp" in rep.summary()
+
+
+def test_repeated_checks_do_not_retrace(dtype):
+    traces = []
+
+    def f(p):
+        traces.append(1)
+        return jnp.sum(jnp.tanh(p["w"] @ p["x"]) ** 2)
+
+    r = np.random.default_rng(0)
+    p1 = {"w": jnp.asarray(r.normal(size=(4, 3)), dtype), "x": jnp.asarray(r.normal(size=3), dtype)}
+    p2 = jax.tree.map(lambda a: a + 0.5, p1)
+    assert cr.check_grads(f, (p1,), order=2).passed
+    n = len(traces)
+    assert n > 0
+    rep2 = cr.check_grads(f, (p2,), order=2)
+    rep3 = cr.check_grads(f, (p1,), order=2, seed=3)
+    assert rep2.passed and rep3.passed
+    assert len(traces) == n
+
+
+def test_seeded_and_configurable_directions():
+    f, args = zoo.CASES[0].build(jnp.float64)
+    a = cr.check_jvp(f, args, seed=1, num_directions=2)
+    b = cr.check_jvp(f, args, seed=1, num_directions=2)
+    c = cr.check_jvp(f, args, seed=2, num_directions=2)
+    assert a == b and a["jvp"].error != c["jvp"].error
+    k = cr.check_jvp(f, args, key=jax.random.key(0), num_directions=1)
+    assert not k.passed
+
+
+def test_nonfinite_is_reported_with_its_path(dtype):
+    def f(p):
+        return {"y": jnp.log(p["x"])}
+
+    rep = cr.check_grads(f, ({"x": jnp.asarray([1.0, 0.0, 2.0], dtype)},))
+    assert not rep.passed
+    assert "NaN/Inf" in rep.summary() and "out['y'][1]" in rep.summary()
+
+
+def test_hvp_and_taylor_entry_points(dtype):
+    f = lambda x: jnp.sum(jnp.exp(jnp.sin(x)))
+    x = (jnp.linspace(-1, 1, 6, dtype=dtype),)
+    assert cr.check_hvp(f, x, mode="rev-over-rev").passed
+    assert cr.taylor_test(f, x).passed
+    assert cr.check_vjp(f, x).passed
+    bad, args = next(c for c in zoo.BUGS if c.name == "missing factor").build(dtype)
+    t = cr.taylor_test(lambda z: jnp.sum(bad(z)), args)
+    assert not t.passed and t["taylor"].error < 1.5, t.summary()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_second_order_of_vector_valued_functions(dtype):
+    """Non-scalar f is contracted with a fixed vector; nothing may be skipped for it."""
+    x = jnp.linspace(-1.0, 1.0, 12, dtype=dtype).reshape(3, 4)
+    p = {"w": jnp.linspace(0.5, 1.5, 4, dtype=dtype)}
+    f = lambda x, p: jnp.tanh(x * p["w"]) ** 2
+    report = cr.check_grads(f, (x, p), order=2)
+    assert report.passed and not report.skipped, report.summary()
+    for mode in cr.HVP_MODES:
+        r = cr.check_hvp(f, (x, p), mode=mode)
+        assert r.passed and not r.skipped, r.summary()
+    t = cr.taylor_test(f, (x, p))
+    assert t.passed and not t.skipped, t.summary()
+
+    # A derivative rule that is right to first order but wrong to second must fail at order 2.
+    @jax.custom_jvp
+    def sq(z):
+        return z**2
+
+    @sq.defjvp
+    def _sq_jvp(primals, tangents):
+        (z,), (dz,) = primals, tangents
+        return z**2, 2 * jax.lax.stop_gradient(z) * dz
+
+    bad = cr.check_grads(lambda x, p: sq(x * p["w"]), (x, p), order=2)
+    assert not bad.passed and bad.failed and not bad.skipped, bad.summary()
+    assert all(r.name.startswith("hvp") for r in bad.failed), bad.summary()
+
+
+def test_report_helpers():
+    f, args = zoo.CASES[0].build(jnp.float64)
+    rep = cr.check_jvp(f, args)
+    with pytest.raises(GradientCheckError, match="FAIL jvp"):
+        rep.raise_if_failed()
+    with pytest.raises(AssertionError):
+        rep.assert_passed()
+    assert isinstance(rep, cr.CheckReport) and "tol = " in str(rep)
+    ok = cr.check_jvp(jnp.sin, (jnp.ones(2),))
+    with pytest.raises(AssertionError, match="expected the gradient check to fail"):
+        ok.assert_failed()
+    with pytest.raises(KeyError, match="No check named 'hvp'"):
+        ok["hvp"]
+
+
+def test_bad_input_errors():
+    x = jnp.ones(3)
+    with pytest.raises(TypeError, match="args must be a tuple or list"):
+        cr.check_grads(jnp.sin, x)
+    with pytest.raises(TypeError, match=r"Cannot differentiate with respect to args\[0\]"):
+        cr.check_grads(lambda i: i * 1.0, (jnp.ones(2, jnp.int32),))
+    with pytest.raises(ValueError, match="order must be 1 or 2"):
+        cr.check_grads(jnp.sin, (x,), order=3)
+    with pytest.raises(ValueError, match="Unknown check_grads mode 'rvs'.*Did you mean 'rev'"):
+        cr.check_grads(jnp.sin, (x,), modes=("rvs",))
+    with pytest.raises(ValueError, match="num_directions must be a positive int"):
+        cr.check_grads(jnp.sin, (x,), num_directions=0)
+    with pytest.raises(ValueError, match="levels must be an int >= 3"):
+        cr.check_grads(jnp.sin, (x,), levels=2)
+    with pytest.raises(ValueError, match="safety must be a number > 0"):
+        cr.check_grads(jnp.sin, (x,), safety=0)
+    with pytest.raises(ValueError, match="Unknown check_hvp mode"):
+        cr.check_hvp(jnp.sin, (x,), mode="fwd-over-fwd")
+    with pytest.raises(TypeError, match="real floating outputs"):
+        cr.check_grads(lambda z: (z > 0).astype(jnp.int32), (x,))
+    with pytest.raises(TypeError, match="f must be callable"):
+        cr.check_grads(3, (x,))
+
+
+def test_no_false_alarm_on_small_weights_at_two_points():
+    # weights of size 0.02 (N(0, 2/4096)): unit-scale directions would leave every step of the
+    # ladder's asymptotic range; directions are scaled to each leaf's magnitude
+    r = np.random.default_rng(0)
+    xb = jnp.asarray(r.normal(size=(8, 32)), jnp.float32)
+    ws = [jnp.asarray(r.normal(size=(32, 32)) * np.sqrt(2 / 4096), jnp.float32) for _ in range(3)]
+
+    def loss(ps):
+        h = xb
+        for w in ps:
+            h = jnp.tanh(h @ w)
+        return jnp.sum(h**2)
+
+    for p in (ws, [w * 0.9 + 0.001 for w in ws]):
+        cr.check_grads(loss, (p,), order=2).raise_if_failed()

@@ -1,0 +1,343 @@
+"""A zoo of correct and deliberately wrong derivative rules, for gradient checkers.
+
+Each :class:`Case` builds ``(f, args)`` for a dtype: ``f`` takes ``*args`` and has either a
+correct derivative (a plain JAX function, or a correct ``jax.custom_jvp``/``custom_vjp`` rule)
+or a planted bug in a custom rule. ``build`` creates *fresh* function objects on every call, so
+benchmarks can measure cold (compile-included) checks without cache hits.
+
+Importable by tests (``from zoo import CASES``) and by the ``check`` benchmark suite.
+
+Where a bug lives in one region of input space, the check point ``args`` is chosen to visit it
+(a grid spanning both sides of the region boundary): checkers check where they are told to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One zoo entry: ``build(dtype) -> (f, args)``; ``bug`` says whether a checker should fail."""
+
+    name: str
+    bug: bool
+    order: int
+    description: str
+    build: Callable[[Any], tuple[Callable, tuple]]
+    custom_vjp: bool = False  # forward mode does not exist for f
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# ----------------------------------------------------------------------------- bugs
+
+
+def _sign_error(dt):
+    @jax.custom_jvp
+    def f(x):
+        return jnp.sin(x)
+
+    @f.defjvp
+    def f_jvp(p, t):
+        (x,), (tx,) = p, t
+        return jnp.sin(x), -jnp.cos(x) * tx  # sign error
+
+    return f, (jnp.linspace(-2.0, 2.0, 16, dtype=dt),)
+
+
+def _missing_factor(dt):
+    @jax.custom_jvp
+    def f(x):
+        return jnp.exp(2 * x)
+
+    @f.defjvp
+    def f_jvp(p, t):
+        (x,), (tx,) = p, t
+        y = jnp.exp(2 * x)
+        return y, y * tx  # missing factor 2
+
+    return f, (jnp.linspace(-1.0, 1.0, 16, dtype=dt),)
+
+
+def _scale_1pct(dt):
+    @jax.custom_jvp
+    def f(x):
+        return jnp.tanh(x)
+
+    @f.defjvp
+    def f_jvp(p, t):
+        (x,), (tx,) = p, t
+        y = jnp.tanh(x)
+        return y, 1.01 * (1 - y**2) * tx  # 1% scale error
+
+    return f, (jnp.linspace(-2.0, 2.0, 16, dtype=dt),)
+
+
+def _additive_1e3(dt):
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sum(jnp.log1p(x**2))
+
+    def fwd(x):
+        return f(x), x
+
+    def bwd(x, ct):
+        return (ct * (2 * x / (1 + x**2) + 1e-3),)  # additive error 1e-3
+
+    f.defvjp(fwd, bwd)
+    return f, (jnp.asarray(_rng(1).normal(size=32), dt),)
+
+
+_K = 12345
+
+
+def _single_element_100k(dt):
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sum(jnp.sin(x))
+
+    def fwd(x):
+        return f(x), x
+
+    def bwd(x, ct):
+        g = jnp.cos(x)
+        return (ct * g.at[_K].multiply(-1.0),)  # one wrong element (sign) out of 100k
+
+    f.defvjp(fwd, bwd)
+    x = _rng(2).normal(size=100_000)
+    x[_K] = 0.3
+    return f, (jnp.asarray(x, dt),)
+
+
+def _swapped_leaves(dt):
+    @jax.custom_vjp
+    def f(p):
+        return jnp.sum(p["a"] ** 2) + jnp.sum(jnp.sin(p["b"]))
+
+    def fwd(p):
+        return f(p), p
+
+    def bwd(p, ct):
+        return ({"a": ct * jnp.cos(p["b"]), "b": ct * 2 * p["a"]},)  # leaves swapped
+
+    f.defvjp(fwd, bwd)
+    r = _rng(3)
+    return f, ({"a": jnp.asarray(r.normal(size=8), dt), "b": jnp.asarray(r.normal(size=8), dt)},)
+
+
+def _batch_rows(dt):
+    bad = jnp.zeros(16).at[jnp.array([3, 11])].set(1.0)
+
+    @jax.custom_jvp
+    def f(x):  # per-row softplus sums, (16, 8) -> (16,)
+        return jnp.sum(jax.nn.softplus(x), axis=1)
+
+    @f.defjvp
+    def f_jvp(p, t):
+        (x,), (tx,) = p, t
+        d = jnp.sum(jax.nn.sigmoid(x) * tx, axis=1)
+        return f(x), d * (1 + 0.05 * bad.astype(d.dtype))  # rows 3 and 11 5% off
+
+    return f, (jnp.asarray(_rng(4).normal(size=(16, 8)), dt),)
+
+
+def _region(dt):
+    @jax.custom_jvp
+    def f(x):
+        return jnp.sum(jax.nn.softplus(x))
+
+    @f.defjvp
+    def f_jvp(p, t):
+        (x,), (tx,) = p, t
+        s = jax.nn.sigmoid(x)
+        s = jnp.where(x > 2.0, 1.01 * s, s)  # 1% wrong, only where x > 2
+        return f(x), jnp.sum(s * tx)
+
+    # the check point spans the region boundary: 1/6 of the grid lies in x > 2
+    return f, (jnp.linspace(-3.0, 3.0, 64, dtype=dt),)
+
+
+def _wrong_primal(dt):
+    @jax.custom_jvp
+    def f(x):
+        return jnp.sin(x)
+
+    @f.defjvp
+    def f_jvp(p, t):
+        (x,), (tx,) = p, t
+        return jnp.sin(x) * (1 + 1e-3), jnp.cos(x) * tx  # primal off by 0.1%
+
+    return f, (jnp.linspace(-2.0, 2.0, 16, dtype=dt),)
+
+
+def _second_order_only(dt):
+    @jax.custom_jvp
+    def cube(x):
+        return x**3
+
+    @cube.defjvp
+    def cube_jvp(p, t):
+        (x,), (tx,) = p, t
+        # right first derivative, but stop_gradient kills the second: d2/dx2 = 0, not 6x
+        return x**3, 3 * jax.lax.stop_gradient(x) ** 2 * tx
+
+    def f(x):
+        return jnp.sum(cube(x))
+
+    return f, (jnp.linspace(-1.5, 1.5, 16, dtype=dt),)
+
+
+def _wrong_jvp_rule(dt):
+    @jax.custom_jvp
+    def f(x):
+        return x * jnp.exp(x)
+
+    @f.defjvp
+    def f_jvp(p, t):
+        (x,), (tx,) = p, t
+        return x * jnp.exp(x), jnp.exp(x) * tx  # product rule forgotten: (1 + x) e^x
+
+    return f, (jnp.linspace(-1.0, 1.0, 16, dtype=dt),)
+
+
+# ----------------------------------------------------------------------------- correct
+
+
+def _large_inputs(dt):
+    def f(x):
+        return jnp.sum(x * jnp.log(x))
+
+    return f, (jnp.asarray(1e3 * (1 + 0.1 * _rng(5).normal(size=16)), dt),)
+
+
+def _stiff_exp(dt):
+    def f(x):
+        return jnp.sum(jnp.exp(20 * x))
+
+    return f, (jnp.linspace(-1.0, 1.0, 16, dtype=dt),)
+
+
+def _softmax_xent(dt):
+    r = _rng(6)
+    labels = jax.nn.one_hot(r.integers(0, 10, size=8), 10, dtype=dt)
+
+    def f(z):
+        return -jnp.mean(jnp.sum(labels * jax.nn.log_softmax(z), axis=-1))
+
+    return f, (jnp.asarray(3 * r.normal(size=(8, 10)), dt),)
+
+
+def _sum_100k(dt):
+    def f(x):
+        return jnp.sum(jnp.log1p(x**2))
+
+    return f, (jnp.asarray(_rng(7).normal(size=100_000), dt),)
+
+
+def _deep_mlp(dt):
+    r = _rng(8)
+    depth, width, batch = 8, 32, 16
+    xb = jnp.asarray(r.normal(size=(batch, width)), dt)
+    yb = jnp.asarray(r.normal(size=(batch, width)), dt)
+    ws = [jnp.asarray(r.normal(size=(width, width)) / np.sqrt(width), dt) for _ in range(depth)]
+
+    def f(params):
+        h = xb
+        for w in params[:-1]:
+            h = jnp.tanh(h @ w)
+        return jnp.mean((h @ params[-1] - yb) ** 2)
+
+    return f, (ws,)
+
+
+def _correct_custom(dt):
+    @jax.custom_jvp
+    def f(x):
+        return jax.nn.softplus(x)
+
+    @f.defjvp
+    def f_jvp(p, t):
+        (x,), (tx,) = p, t
+        return jax.nn.softplus(x), jax.nn.sigmoid(x) * tx
+
+    return f, (jnp.linspace(-3.0, 3.0, 16, dtype=dt),)
+
+
+CASES: tuple[Case, ...] = (
+    Case("sign error", True, 1, "custom_jvp of sin with tangent -cos", _sign_error),
+    Case("missing factor", True, 1, "custom_jvp of exp(2x) missing the 2", _missing_factor),
+    Case("1% scale", True, 1, "custom_jvp of tanh scaled by 1.01", _scale_1pct),
+    Case("additive 1e-3", True, 1, "custom_vjp gradient + 1e-3", _additive_1e3, True),
+    Case(
+        "1 of 100k elements",
+        True,
+        1,
+        "custom_vjp, one element of 100k sign-flipped",
+        _single_element_100k,
+        True,
+    ),
+    Case(
+        "swapped leaves",
+        True,
+        1,
+        "custom_vjp returns two leaves' gradients swapped",
+        _swapped_leaves,
+        True,
+    ),
+    Case("some batch rows", True, 1, "custom_jvp, rows 3 and 11 of 16 5% off", _batch_rows),
+    Case("one input region", True, 1, "custom_jvp 1% off only where x > 2", _region),
+    Case("wrong primal", True, 1, "custom_jvp primal output 0.1% off", _wrong_primal),
+    Case(
+        "2nd order only",
+        True,
+        2,
+        "custom_jvp with stop_gradient in the tangent",
+        _second_order_only,
+    ),
+    Case(
+        "wrong JVP rule", True, 1, "custom_jvp of x e^x missing the product rule", _wrong_jvp_rule
+    ),
+    Case("inputs ~1e3", False, 1, "sum(x log x), x ~ 1e3", _large_inputs),
+    Case("stiff exp", False, 1, "sum(exp(20 x)), x in [-1, 1]", _stiff_exp),
+    Case("softmax x-entropy", False, 1, "mean softmax cross-entropy, logits ~ 3", _softmax_xent),
+    Case("sum over 100k", False, 1, "sum(log1p(x^2)) over 1e5 elements", _sum_100k),
+    Case("deep tanh MLP (order 2)", False, 2, "8 layers of 32x32 tanh, batch 16", _deep_mlp),
+    Case("correct custom_jvp", False, 1, "softplus with a correct custom_jvp", _correct_custom),
+)
+
+BUGS = tuple(c for c in CASES if c.bug)
+CORRECT = tuple(c for c in CASES if not c.bug)
+
+
+def run_chainrule(case: Case, dtype: Any, **kw: Any):
+    """chainrule's check_grads on a freshly built case (order from the case, fwd+rev)."""
+    import chainrule as cr
+
+    f, args = case.build(dtype)
+    return cr.check_grads(f, args, order=case.order, modes=("fwd", "rev"), **kw)
+
+
+def run_jax(case: Case, dtype: Any) -> tuple[bool, str]:
+    """``jax.test_util.check_grads`` on a freshly built case: (passed, message).
+
+    Both modes; for custom_vjp functions, which it rejects in forward mode with a TypeError,
+    reverse mode only (as a user would have to).
+    """
+    from jax.test_util import check_grads
+
+    f, args = case.build(dtype)
+    modes = ("rev",) if case.custom_vjp else ("fwd", "rev")
+    try:
+        check_grads(f, args, order=case.order, modes=modes)
+    except AssertionError as e:
+        return False, str(e).strip().splitlines()[0][:200]
+    return True, ""
