@@ -1,0 +1,152 @@
+"""``RunContext``: what an experiment's ``run(params, ctx)`` gets from the runner."""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+
+__all__ = ["RunContext", "stable_hash", "point_key"]
+
+
+def stable_hash(text: str) -> int:
+    """A 31-bit hash of ``text`` that is the same in every process (unlike ``hash``)."""
+    return zlib.crc32(text.encode("utf-8")) & 0x7FFFFFFF
+
+
+def point_key(seed: int, point_id: str) -> jax.Array:
+    """The PRNG key of one sweep point: the config seed with the point's identity folded in.
+
+    Folding in the point's overrides (not its index) keeps a point's numbers the same when the
+    grid around it changes.
+    """
+    return jax.random.fold_in(jax.random.key(seed), stable_hash(point_id))
+
+
+class _Progress:
+    """One shared ``rich`` progress display (nested bars are tasks of the same display)."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self.depth = 0
+
+    def track(self, iterable: Iterable, total: int | None, desc: str) -> Iterator:
+        if self.depth == 0:
+            self.progress.start()
+        self.depth += 1
+        task = self.progress.add_task(desc or "working", total=total)
+        try:
+            for item in iterable:
+                yield item
+                self.progress.advance(task)
+        finally:
+            self.progress.remove_task(task)
+            self.depth -= 1
+            if self.depth == 0:
+                self.progress.stop()
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@dataclass
+class RunContext:
+    """Randomness, progress and logging for one sweep point of an experiment.
+
+    Attributes:
+        seed: the config's seed.
+        key: the point's PRNG key, derived from ``seed`` and the point's sweep overrides.
+        out_dir: the run directory.
+        point: the point's sweep overrides (``{}`` without a sweep).
+
+    Example:
+        >>> import tempfile
+        >>> ctx = RunContext.create(seed=0, out_dir=tempfile.mkdtemp())
+        >>> bool((ctx.fold("w") == ctx.fold("w")).all()) and ctx.seed == 0
+        True
+    """
+
+    seed: int
+    key: jax.Array
+    out_dir: Path
+    point: dict[str, Any] = field(default_factory=dict)
+    show_progress: bool = False
+    _progress: Any = field(default=None, repr=False)
+    _log_lines: list[str] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        seed: int = 0,
+        out_dir: str | Path = ".",
+        point: dict[str, Any] | None = None,
+        show_progress: bool | None = None,
+    ) -> RunContext:
+        """Build a context as the runner does (for tests and interactive use)."""
+        import json
+
+        point = dict(point or {})
+        point_id = json.dumps(point, sort_keys=True, default=str)
+        if show_progress is None:
+            show_progress = _stderr_is_terminal()
+        return cls(
+            seed=int(seed),
+            key=point_key(int(seed), point_id),
+            out_dir=Path(out_dir),
+            point=point,
+            show_progress=show_progress,
+        )
+
+    def fold(self, name: str) -> jax.Array:
+        """A named sub-key: the same name always gives the same key within a point."""
+        return jax.random.fold_in(self.key, stable_hash(name))
+
+    def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
+        """Wrap ``iterable`` in a progress bar on a terminal; return it unchanged otherwise."""
+        if not self.show_progress:
+            return iterable
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        if self._progress is None:
+            self._progress = _Progress()
+        return self._progress.track(iterable, total, desc)
+
+    def log(self, msg: str) -> None:
+        """Print ``msg`` to stderr (when on a terminal) and append it to ``log.txt``."""
+        self._log_lines.append(msg)
+        if self.show_progress:
+            if self._progress is not None and self._progress.depth:
+                self._progress.progress.console.print(msg)
+            else:
+                print(msg, file=sys.stderr)
+        try:
+            if self.out_dir.is_dir():
+                with open(self.out_dir / "log.txt", "a", encoding="utf-8") as fh:
+                    fh.write(msg.rstrip("\n") + "\n")
+        except OSError:
+            pass
