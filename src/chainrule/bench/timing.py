@@ -8,14 +8,51 @@ that drift in a shared, noisy machine hits both alike.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
 
-__all__ = ["block", "time_call", "time_alternating", "cold_call_ms", "compile_ms", "env_header"]
+__all__ = [
+    "block",
+    "time_call",
+    "time_alternating",
+    "cold_call_ms",
+    "compile_ms",
+    "env_header",
+    "default_reps",
+    "resolve_reps",
+]
+
+# Repetitions used when a suite passes ``reps=None``; ``chainrule bench --reps N`` sets it for the
+# duration of a run through :func:`default_reps`.
+_DEFAULT_REPS = 20
+
+
+@contextlib.contextmanager
+def default_reps(reps: int | None) -> Iterator[None]:
+    """Within the block, ``reps=None`` in :func:`time_call`/:func:`time_alternating` means ``reps``.
+
+    ``None`` leaves the current default (20) unchanged.
+    """
+    global _DEFAULT_REPS
+    old = _DEFAULT_REPS
+    if reps is not None:
+        if not isinstance(reps, int) or isinstance(reps, bool) or reps < 1:
+            raise ValueError(f"reps must be a positive integer, found {reps!r}.")
+        _DEFAULT_REPS = reps
+    try:
+        yield
+    finally:
+        _DEFAULT_REPS = old
+
+
+def resolve_reps(reps: int | None) -> int:
+    """``reps``, or the run's default (see :func:`default_reps`) when it is None."""
+    return _DEFAULT_REPS if reps is None else reps
 
 
 def block(out: Any) -> Any:
@@ -29,8 +66,12 @@ def _once(fn: Callable, args: tuple) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def time_call(fn: Callable, *args: Any, warmup: int = 3, reps: int = 20) -> dict[str, Any]:
-    """Median, min and all times (ms) of ``fn(*args)`` after ``warmup`` untimed calls."""
+def time_call(fn: Callable, *args: Any, warmup: int = 3, reps: int | None = None) -> dict[str, Any]:
+    """Median, min and all times (ms) of ``fn(*args)`` after ``warmup`` untimed calls.
+
+    ``reps=None`` uses the run's default (20 unless ``chainrule bench --reps`` says otherwise).
+    """
+    reps = resolve_reps(reps)
     for _ in range(warmup):
         block(fn(*args))
     times = [_once(fn, args) for _ in range(reps)]
@@ -38,20 +79,27 @@ def time_call(fn: Callable, *args: Any, warmup: int = 3, reps: int = 20) -> dict
 
 
 def time_alternating(
-    fns: Mapping[str, Callable], *args: Any, warmup: int = 3, reps: int = 20
+    fns: Mapping[str, Callable], *args: Any, warmup: int = 3, reps: int | None = None
 ) -> dict[str, dict[str, Any]]:
     """Time several functions of the same arguments, interleaved call by call.
 
     Returns ``{name: {"median_ms", "min_ms", "times_ms"}}``. Interleaving puts every contender
-    under the same machine conditions, which is what makes their ratio meaningful.
+    under the same machine conditions, which is what makes their ratio meaningful; the order
+    rotates from one repetition to the next. ``reps=None`` uses the run's default, as in
+    :func:`time_call`.
     """
+    reps = resolve_reps(reps)
     for _ in range(warmup):
         for fn in fns.values():
             block(fn(*args))
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            times[name].append(_once(fn, args))
+    names = list(fns)
+    for i in range(reps):
+        # Rotate who goes first: a call right after a heavy one (a cold thread pool, evicted
+        # caches) is slower, and a fixed order would pin that cost on one contender.
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            times[name].append(_once(fns[name], args))
     return {
         name: {"median_ms": statistics.median(t), "min_ms": min(t), "times_ms": t}
         for name, t in times.items()
