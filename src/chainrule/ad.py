@@ -151,9 +151,18 @@ def _normalize_argnums(argnums: int | Sequence[int], nargs: int, what: str) -> t
     return tuple(i % nargs for i in nums)
 
 
+@functools.lru_cache(maxsize=64)
+def _all_differentiated_static(nargs: int) -> _Static:
+    return _partition(((None,) * nargs, {}))[1]
+
+
 def _split_args(args: tuple, kwargs: dict, argnums: tuple[int, ...]) -> tuple[tuple, tuple, Any]:
     """Differentiated args become arrays; the rest is partitioned into arrays and statics."""
     diff = tuple(_as_arrays(args[i]) for i in argnums)
+    if not kwargs and len(argnums) == len(args):
+        # Every argument differentiated (the common `grad(loss)(params)`): nothing to
+        # partition, and a cached _Static keeps jit's static-argument comparison cheap.
+        return diff, (), _all_differentiated_static(len(args))
     rest = tuple(None if i in argnums else a for i, a in enumerate(args))
     dynamic, static = _partition((rest, kwargs))
     return diff, tuple(dynamic), static
@@ -447,6 +456,15 @@ def _vg_impl(fun, argnums, has_aux, holomorphic, diff, dynamic, static):
 _vg_compiled = _compiled(_vg_impl, static_argnums=(1, 2, 3, 6))
 
 
+def _g_impl(fun, argnums, has_aux, holomorphic, diff, dynamic, static):
+    # Its own executable, so that grad does not return (and transfer) the value it drops.
+    (value, g) = _vg_impl(fun, argnums, has_aux, holomorphic, diff, dynamic, static)
+    return (g, value[1]) if has_aux else g
+
+
+_g_compiled = _compiled(_g_impl, static_argnums=(1, 2, 3, 6))
+
+
 def value_and_grad(
     fun: Callable,
     argnums: int | Sequence[int] = 0,
@@ -520,9 +538,10 @@ def grad(
 
     @functools.wraps(fun)
     def grad_fn(*args: Any, **kwargs: Any):
-        res = _value_and_grad_call(fun, argnums, has_aux, holomorphic, args, kwargs)
-        (value, g) = res
-        return (g, value[1]) if has_aux else g
+        nums = _normalize_argnums(argnums, len(args), "grad")
+        diff, dynamic, static = _split_args(args, kwargs, nums)
+        key = nums if not isinstance(argnums, int) else nums[0]
+        return _g_compiled(fun, key, has_aux, holomorphic, diff, dynamic, static)
 
     return grad_fn
 
