@@ -778,8 +778,8 @@ def _run_checks(
                 f"{what}: f returned a {leaf.dtype} output leaf; gradient checks need "
                 f"real floating outputs. Cast it, or return only the floating part."
             )
-    unavailable = {c: w for c in checks if (w := _available(f, c, args)) is not None}
-    todo = tuple(c for c in checks if c not in unavailable)
+    unavailable: dict[str, str] = {}
+    todo = tuple(checks)
     cfg = _Cfg(
         todo,
         num_directions,
@@ -803,7 +803,18 @@ def _run_checks(
     out_paths = [p for p, _ in leaf_paths(out, "out")]
     out_shapes = [tuple(x.shape) for x in jax.tree_util.tree_leaves(out)]
     results: dict[str, CheckResult] = {}
-    res = _eval(f, args, vs, us, u0, ts, tts, cfg) if todo else None
+    try:
+        res = _eval(f, args, vs, us, u0, ts, tts, cfg)
+    except TypeError:
+        # Optimistic first: probing each check's AD side costs a trace of f per check. Only
+        # when the combined program fails (forward mode of a custom_vjp function) are the
+        # checks probed one by one, and the ones that exist run.
+        unavailable = {c: w for c in checks if (w := _available(f, c, args)) is not None}
+        if not unavailable:
+            raise
+        todo = tuple(c for c in checks if c not in unavailable)
+        cfg = dataclasses.replace(cfg, checks=todo)
+        res = _eval(f, args, vs, us, u0, ts, tts, cfg) if todo else None
     f0 = _np_leaves(res["f0"]) if res is not None else []
     f0_notes = [
         f"NaN/Inf in f(args) at {_at(p, s, _first_bad(x[None]))}"
