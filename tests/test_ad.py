@@ -87,7 +87,7 @@ def _nonempty(shape_tree):
 tree_cases = _pytree_and_dtype().filter(lambda t: _nonempty(t[0]))
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(tree_cases)
 def test_jvp_vjp_linearize_match_jax(case):
     shapes, seed, dtype = case
@@ -107,7 +107,7 @@ def test_jvp_vjp_linearize_match_jax(case):
     assert_trees_close(f_jvp(t), ref_tan, dtype, scale=10)
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(tree_cases)
 def test_grad_value_and_grad_hessian_match_jax(case):
     shapes, seed, dtype = case
@@ -131,7 +131,7 @@ def test_jacobian_matches_jacfwd_jacrev(case, mode, chunk):
     assert_trees_close(cr.jacobian(vector_fn, mode=mode, chunk_size=chunk)(x), ref, dtype, 10)
 
 
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(tree_cases)
 def test_three_hvp_modes_agree_with_dense_hessian(case):
     shapes, seed, dtype = case
@@ -173,10 +173,11 @@ def test_chunked_jacobian_wide_tall_and_argnums(dtype):
 
     x = jnp.linspace(0.1, 1.0, 5, dtype=dtype)
     y = jnp.array([0.5, -0.5], dtype)
-    for argnums in [0, 1, (0, 1)]:
+    # Chunks that divide N or M, that do not, and one larger than the basis.
+    for argnums, chunks in [(0, [None, 2]), (1, [1, 100]), ((0, 1), [3])]:
         ref = jax.jacfwd(f, argnums=argnums)(x, y, 2.0)
         for mode in ["fwd", "rev"]:
-            for chunk in [None, 1, 3, 100]:
+            for chunk in chunks:
                 got = cr.jacobian(f, mode=mode, argnums=argnums, chunk_size=chunk)(x, y, 2.0)
                 assert_trees_close(got, ref, dtype, scale=10)
 

@@ -8,6 +8,14 @@ runner and the CLI import their heavy dependencies only when used.
 """
 
 from chainrule import ad as ad
+from chainrule import diagnostics as diagnostics
+from chainrule import fd as fd
+from chainrule import graph as graph
+from chainrule import initializers as init
+from chainrule import initializers as initializers
+from chainrule import nets as nets
+from chainrule import normalization as norm
+from chainrule import normalization as normalization
 from chainrule._deepnorm import DeepNormConstants as DeepNormConstants
 from chainrule._deepnorm import deepnorm_constants as deepnorm_constants
 from chainrule.ad import HVP_MODES as HVP_MODES
@@ -22,11 +30,12 @@ from chainrule.ad import jvp as jvp
 from chainrule.ad import linearize as linearize
 from chainrule.ad import value_and_grad as value_and_grad
 from chainrule.ad import vjp as vjp
-
-# --- fd / check (issue 3) ---
-# --- initializers (issue 4) ---
-# --- normalization (issue 5) ---
-# --- graph / diagnostics / nets (issue 6) ---
+from chainrule.check import CheckReport as CheckReport
+from chainrule.check import check_grads as check_grads
+from chainrule.check import check_hvp as check_hvp
+from chainrule.check import check_jvp as check_jvp
+from chainrule.check import check_vjp as check_vjp
+from chainrule.check import taylor_test as taylor_test
 
 __version__ = "0.1.0"
 
@@ -36,13 +45,27 @@ __all__ = [
     "JACOBIAN_MODES",
     "LinearFunction",
     "ad",
+    "diagnostics",
+    "graph",
+    "nets",
+    "CheckReport",
+    "check_grads",
+    "check_hvp",
+    "check_jvp",
+    "check_vjp",
+    "fd",
+    "taylor_test",
     "deepnorm_constants",
     "grad",
     "hessian",
     "hvp",
     "hvp_batched",
+    "init",
+    "initializers",
     "jacobian",
     "jvp",
+    "norm",
+    "normalization",
     "linearize",
     "value_and_grad",
     "vjp",
