@@ -34,7 +34,7 @@ import numpy as np
 
 import chainrule as cr
 from chainrule._tree import check_choice
-from chainrule.bench.timing import cold_call_ms, resolve_reps, time_alternating
+from chainrule.bench.timing import cold_call_ms, matmul_precision, resolve_reps, time_alternating
 
 __all__ = ["SIZES", "RATIO_TARGET", "HVP_X_FWD_TARGET", "suite"]
 
@@ -291,7 +291,7 @@ def torch_precision() -> str | None:
 
 
 def _jax_wants_full_f32() -> bool:
-    prec = str(jax.config.jax_default_matmul_precision or "default").lower()
+    prec = str(matmul_precision() or "default").lower()
     return prec in ("highest", "float32", "precision.highest")
 
 

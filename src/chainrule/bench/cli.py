@@ -78,12 +78,12 @@ def build_header(quick: bool, reps: int | None, size: str | None, argv: list[str
     """The run's header: :func:`~chainrule.bench.timing.env_header` plus date, torch, settings."""
     import jax
 
-    from chainrule.bench.timing import env_header
+    from chainrule.bench.timing import env_header, matmul_precision
 
     header: dict[str, Any] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     header.update(env_header())
     backend = jax.default_backend()
-    prec = jax.config.jax_default_matmul_precision
+    prec = matmul_precision()
     if backend == "gpu":
         header["jax_float32_matmul"] = (
             f"jax_default_matmul_precision={prec}"

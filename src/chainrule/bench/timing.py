@@ -118,6 +118,18 @@ def compile_ms(jitted: Any, *args: Any) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def matmul_precision() -> str | None:
+    """JAX's ``jax_default_matmul_precision`` (None when unset), read defensively: the config
+    attribute API has changed between JAX releases, and a benchmark header must not fail."""
+    try:
+        return jax.config.jax_default_matmul_precision
+    except AttributeError:
+        try:
+            return jax.config.values.get("jax_default_matmul_precision")  # type: ignore[attr-defined]
+        except Exception:
+            return None
+
+
 def env_header() -> dict[str, Any]:
     """Device, backend, versions and float32 matmul precision, for a benchmark's header."""
     import platform
@@ -136,7 +148,7 @@ def env_header() -> dict[str, Any]:
         "device": getattr(dev, "device_kind", str(dev)),
         "device_count": jax.device_count(),
         "x64": bool(jax.config.jax_enable_x64),
-        "matmul_precision": str(jax.config.jax_default_matmul_precision or "default")
+        "matmul_precision": str(matmul_precision() or "default")
         + (" (TF32 on recent NVIDIA GPUs)" if jax.default_backend() == "gpu" else ""),
         "cpu": platform.processor() or platform.machine(),
     }
