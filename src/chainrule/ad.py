@@ -108,19 +108,25 @@ def _as_arrays(tree: PyTree) -> PyTree:
 class _Static:
     """Hashable holder of the non-array leaves of a pytree (they become jit-static)."""
 
-    __slots__ = ("treedef", "leaves", "mask")
+    __slots__ = ("treedef", "leaves", "mask", "_hash")
 
     def __init__(self, treedef: Any, leaves: tuple, mask: tuple[bool, ...]):
         self.treedef, self.leaves, self.mask = treedef, leaves, mask
+        # jit hashes and compares its static arguments on every call: do the work once
+        self._hash = hash(self._key())
 
     def _key(self) -> tuple:
         return (self.treedef, self.leaves, self.mask)
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return self._hash
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Static) and self._key() == other._key()
+        if self is other:
+            return True
+        return (
+            isinstance(other, _Static) and self._hash == other._hash and self._key() == other._key()
+        )
 
 
 def _partition(tree: PyTree) -> tuple[list, _Static]:
@@ -137,6 +143,8 @@ def _combine(dynamic: list, static: _Static) -> PyTree:
 
 
 def _normalize_argnums(argnums: int | Sequence[int], nargs: int, what: str) -> tuple[int, ...]:
+    if type(argnums) is int and 0 <= argnums < nargs:
+        return (argnums,)  # the common case, on every call: skip the general checks
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     if not nums or not all(isinstance(i, int) and not isinstance(i, bool) for i in nums):
         raise TypeError(
