@@ -395,16 +395,19 @@ def _eval_impl(f, args, vs, us, u0, ts, tts, cfg):
 
 def _compiled_fast(impl: Callable, static_argnums: tuple[int, ...]) -> Callable:
     """Like ``chainrule.ad._compiled`` (``fun`` static, one cached jit), compiled at XLA's
-    backend optimisation level 0 when ``CHAINRULE_CHECK_O0`` is not "0": a check runs its
-    program a few times but compiles it once per function, and on CPU the LLVM passes are
-    most of a cold check's time, while the matmuls are library calls either way."""
+    backend optimisation level 0 (and, on a GPU, without GEMM autotuning) when
+    ``CHAINRULE_CHECK_O0`` is not "0": a check runs its program a few times but compiles it
+    once per function, and on CPU the LLVM passes are most of a cold check's time, while the
+    matmuls are library calls either way."""
     import os
 
-    opts = (
-        None
-        if os.environ.get("CHAINRULE_CHECK_O0", "1") == "0"
-        else {"xla_backend_optimization_level": 0}
-    )
+    opts: dict[str, Any] | None = None
+    if os.environ.get("CHAINRULE_CHECK_O0", "1") != "0":
+        opts = {"xla_backend_optimization_level": 0}
+        if jax.default_backend() == "gpu":
+            # GEMM autotuning tries algorithms per distinct matmul shape at compile time: for a
+            # program run a handful of times that is time spent for nothing.
+            opts["xla_gpu_autotune_level"] = 0
     jitted = jax.jit(impl, static_argnums=(0, *static_argnums), compiler_options=opts)
 
     def call(fun: Callable, *args: Any) -> Any:

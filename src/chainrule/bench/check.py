@@ -179,7 +179,11 @@ def _cold(kind: str, impl: str, dtype: str, quick: bool) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "chainrule.bench.check", "--child", kind, impl, dtype]
     if quick:
         cmd.append("--quick")
-    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", jax.default_backend()))
+    # The child uses the parent's platform choice if one was made; otherwise JAX's default
+    # (on a GPU machine, the GPU). "gpu" is not a valid JAX_PLATFORMS value on jax 0.11.
+    env = dict(os.environ)
+    if jax.default_backend() == "cpu":
+        env.setdefault("JAX_PLATFORMS", "cpu")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
