@@ -173,6 +173,20 @@ def test_isometry():
     assert "near isometry: True" in s.summary()
 
 
+@pytest.mark.parametrize("half", [jnp.bfloat16, jnp.float16])
+def test_spectrum_half_precision_input(half):
+    # LAPACK has no half-precision SVD/QR: both methods must factor in float32. J = diag(d) in
+    # half precision has exactly representable singular values, so only the matvec path's
+    # half-precision products (one rounding of eps_half per entry) perturb them.
+    d = jnp.array([3.0, 2.0, 1.0, 0.5], half)
+    x = jnp.ones(4, half)
+    exact = dg.jacobian_spectrum(lambda x: d * x, x, "exact")
+    np.testing.assert_array_equal(exact.singular_values, [3.0, 2.0, 1.0, 0.5])
+    mv = dg.jacobian_spectrum(lambda x: d * x, x, "matvec", k=np.int64(2))
+    eps = float(jnp.finfo(half).eps)
+    np.testing.assert_allclose(mv.singular_values, [3.0, 2.0], rtol=20 * eps)
+
+
 def test_spectrum_errors():
     f, x = _small_net(jnp.float32)
     with pytest.raises(ValueError, match=r"Unknown spectrum method 'dense'"):

@@ -108,6 +108,20 @@ def test_nested_subgraphs_and_inline():
     assert _is_topological(gi) and gi.depth == 3
 
 
+def test_inlined_body_constants_are_graph_consts():
+    w = np.arange(12.0, dtype=np.float32).reshape(3, 4)  # closed over by the inner jit
+
+    def f(x):
+        return jax.jit(lambda y: jnp.tanh(y @ w))(x)
+
+    g = graph.of(f, jnp.ones(3, jnp.float32), inline=True)
+    const_ids = tuple(n.id for n in g.nodes if n.kind == "const")
+    assert g.consts == const_ids and [g.nodes[i].shape for i in const_ids] == [(3, 4)]
+    assert "consts : f32[3,4]" in g.summary()
+    # The constant is alive throughout, like an input: peak = inputs + consts + intermediates.
+    assert graph.peak_live_bytes(g, include_inputs=True) == 12 + 48 + 2 * 16
+
+
 def test_loops_and_branches_stay_subgraphs():
     def f(x):
         c, ys = jax.lax.scan(lambda c, _: (jnp.sin(c), c), x, None, length=4)

@@ -404,6 +404,25 @@ def test_deepnorm_beta_and_stacks():
     assert c.encoder_beta < 1 and c.decoder_beta < 1
 
 
+def test_numpy_and_array_scalar_arguments():
+    # jax.nn.initializers accept concrete 0-d arrays as hyperparameters; so do ours, and the
+    # DeepNet table takes numpy integer layer counts.
+    key = _key(3)
+    np.testing.assert_array_equal(
+        ini.normal(jnp.array(0.1))(key, (8, 8)), ini.normal(0.1)(key, (8, 8))
+    )
+    np.testing.assert_array_equal(
+        ini.variance_scaling(np.float32(2.0))(key, (8, 8)), ini.variance_scaling(2.0)(key, (8, 8))
+    )
+    with pytest.raises(ValueError, match=r"normal: stddev must be a finite number > 0, found -1"):
+        ini.normal(jnp.array(-1.0))
+    with pytest.raises(TypeError, match=r"normal: stddev must be a concrete number"):
+        jax.jit(lambda s: ini.normal(s)(key, (2,)))(0.1)
+    c = cr.deepnorm_constants(np.int64(12), "encoder-decoder", np.int32(6))
+    assert c == cr.deepnorm_constants(12, "encoder-decoder", 6)
+    assert type(c.alpha) is float
+
+
 # --------------------------------------------------------------------------- the central claim
 # A plain network: h_0 = x ~ N(0, 1) (batch 256, width 256), z_l = h_{l-1} W_l (no bias),
 # h_l = phi(z_l), L = 50. We measure q_l = mean(z_l^2), the pre-activation second moment (z is

@@ -527,6 +527,28 @@ def test_standardization_near_constant_feature_and_axes():
     np.testing.assert_allclose(z2.std((0, 1, 2)), 1, rtol=1e-12)
 
 
+def test_standardization_constant_feature_exact_and_differentiable():
+    # A plain float32 mean of 1000 copies of 0.1 is 0.09999997; the fitted mean of a constant
+    # feature must be its value, so that it standardizes to exactly 0.
+    x = jnp.stack(
+        [jnp.full(1000, 0.1, jnp.float32), jnp.linspace(0, 1, 1000, dtype=jnp.float32)], 1
+    )
+    st_ = crn.fit_standardization(x)
+    assert np.asarray(st_.constant).tolist() == [[True, False]]
+    assert float(st_.mean[0, 0]) == np.float32(0.1)
+    np.testing.assert_array_equal(np.asarray(crn.standardize(x, st_))[:, 0], 0.0)
+    # Differentiating through the fit: the constant feature's scale is the constant 1, so its
+    # gradient is finite (sqrt'(0) = inf must not leak in as inf * 0 = NaN).
+    xd = jnp.array([[1.0, 5.0], [3.0, 5.0], [2.0, 5.0]])
+
+    def loss(x):
+        return jnp.sum(jnp.sin(crn.standardize(x, crn.fit_standardization(x, ddof=np.int64(1)))))
+
+    g = jax.grad(loss)(xd)
+    assert bool(jnp.all(jnp.isfinite(g))), g
+    np.testing.assert_array_equal(np.asarray(g)[:, 1], 0.0)  # z = x - mean: sums to 0
+
+
 # ------------------------------------------------------------------------------------------
 # Residual wiring and DeepNorm constants
 # ------------------------------------------------------------------------------------------
@@ -605,6 +627,8 @@ def test_errors_name_the_argument():
         crn.batch_norm(x, params, state, training="yes")
     with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\].*torch_momentum"):
         crn.batch_norm(x, params, state, training=True, momentum=1.1)
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\].*found np.float32\(1.5\)"):
+        crn.batch_norm(x, params, state, training=True, momentum=np.float32(1.5))
     with pytest.raises(ValueError, match=r"needs at least one batch axis"):
         crn.batch_norm(jnp.ones(3), params, state, training=True)
     with pytest.raises(TypeError, match=r"x must have a real floating dtype, found int32"):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 ARCHS = ("encoder", "decoder", "encoder-decoder")
 
 
@@ -66,8 +68,9 @@ def deepnorm_constants(
     check_choice(arch, ARCHS, "arch")
     m = num_layers if num_decoder_layers is None else num_decoder_layers
     for name, val in (("num_layers", num_layers), ("num_decoder_layers", m)):
-        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+        if not isinstance(val, int | np.integer) or isinstance(val, bool) or val < 1:
             raise ValueError(f"{name} must be an integer >= 1, found {val!r}.")
+    num_layers, m = int(num_layers), int(m)  # numpy ints: Python ints give Python floats
     if arch in ("encoder", "decoder"):
         a, b = (2 * num_layers) ** 0.25, (8 * num_layers) ** -0.25
         return DeepNormConstants(a, b, a, b)

@@ -439,16 +439,18 @@ def _randomized_svd(
     (x_shape, x_dtype), (y_shape, y_dtype) = shapes
     n, m = int(np.prod(x_shape)), int(np.prod(y_shape))
     l_ = min(k + oversample, n, m)
+    # QR and SVD in at least float32: LAPACK has no bfloat16/float16 kernels.
+    cdtype = jnp.promote_types(jnp.result_type(x_dtype, y_dtype), jnp.float32)
 
     def matvec(v):
-        return jnp.ravel(f_jvp(v.reshape(x_shape).astype(x_dtype)))
+        return jnp.ravel(f_jvp(v.reshape(x_shape).astype(x_dtype))).astype(cdtype)
 
     def rmatvec(u):
-        return jnp.ravel(pullback(u.reshape(y_shape).astype(y_dtype))[0])
+        return jnp.ravel(pullback(u.reshape(y_shape).astype(y_dtype))[0]).astype(cdtype)
 
     mv = jax.vmap(matvec, in_axes=1, out_axes=1)  # (n, l) -> (m, l)
     rmv = jax.vmap(rmatvec, in_axes=1, out_axes=1)  # (m, l) -> (n, l)
-    omega = jax.random.normal(key, (n, l_), jnp.result_type(x_dtype, y_dtype))
+    omega = jax.random.normal(key, (n, l_), cdtype)
     q, _ = jnp.linalg.qr(mv(omega))
     for _ in range(power):
         z, _ = jnp.linalg.qr(rmv(q))
@@ -507,15 +509,19 @@ def jacobian_spectrum(
     out = jax.eval_shape(f, x)
     n, m = int(x.size), int(np.prod(out.shape))
     r = min(n, m)
-    if k is not None and not (isinstance(k, int) and 1 <= k <= r):
+    if k is not None and not (
+        isinstance(k, (int, np.integer)) and not isinstance(k, bool) and 1 <= k <= r
+    ):
         raise ValueError(f"k must be an int in 1..min(N, M) = 1..{r}, found {k!r}.")
     if method == "auto":
         method = "exact" if n * m <= _DENSE_MAX_ENTRIES else "matvec"
     if method == "exact":
         jac = jnp.reshape(jacobian(f)(x), (m, n))
+        # SVD in at least float32: LAPACK has no bfloat16/float16 kernels.
+        jac = jac.astype(jnp.promote_types(jac.dtype, jnp.float32))
         s = np.asarray(jnp.linalg.svd(jac, compute_uv=False))
         return Spectrum(s, "exact", (m, n))
-    k = min(r, 64) if k is None else k
+    k = min(r, 64) if k is None else int(k)
     y, f_jvp = linearize(f, x)
     _, pullback = vjp(f, x)
     key = jax.random.key(0) if key is None else key

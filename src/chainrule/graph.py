@@ -277,6 +277,7 @@ class _Builder:
         self.inline = inline
         self.nodes: list[Node] = []
         self.edges: list[tuple[int, int]] = []
+        self.consts: list[int] = []  # constants of the program and of inlined bodies
         self.counter = 0
 
     def add(self, kind: str, label: str | None = None, aval: Any = None, subgraphs=()) -> int:
@@ -313,6 +314,7 @@ class _Builder:
                 ienv = {}
                 for cv in ij.constvars:
                     ienv[cv] = self.add("const", None, cv.aval)
+                    self.consts.append(ienv[cv])
                 for iv, ov in zip(ij.invars, eqn.invars, strict=True):
                     ienv[iv] = self.read(ov, env)
                 self.walk(ij, ienv)
@@ -340,13 +342,15 @@ def _build(closed: Any, name: str, inline: bool) -> Graph:
     jaxpr, _ = _open(closed)
     b = _Builder(inline)
     env: dict = {}
-    consts = [b.add("const", None, v.aval) for v in jaxpr.constvars]
-    env.update(zip(jaxpr.constvars, consts, strict=True))
+    b.consts = [b.add("const", None, v.aval) for v in jaxpr.constvars]
+    env.update(zip(jaxpr.constvars, b.consts, strict=True))
     inputs = [b.add("input", None, v.aval) for v in jaxpr.invars]
     env.update(zip(jaxpr.invars, inputs, strict=True))
     b.walk(jaxpr, env)
     outputs = [b.read(v, env) for v in jaxpr.outvars]
-    return Graph(name, tuple(b.nodes), tuple(b.edges), tuple(inputs), tuple(outputs), tuple(consts))
+    return Graph(
+        name, tuple(b.nodes), tuple(b.edges), tuple(inputs), tuple(outputs), tuple(b.consts)
+    )
 
 
 def from_jaxpr(jaxpr: Any, name: str = "jaxpr", inline: bool = False) -> Graph:

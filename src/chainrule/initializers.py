@@ -111,7 +111,19 @@ ACTIVATIONS = (
 
 
 def _check_positive(value: Any, name: str, who: str) -> float:
-    """A finite real number > 0, as a Python float."""
+    """A finite real number > 0, as a Python float.
+
+    Concrete 0-d arrays (``jnp.array(0.1)``) are accepted, as jax's initializers accept them.
+    """
+    if isinstance(value, np.ndarray | jax.Array) and value.ndim == 0:
+        if jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating):
+            try:
+                value = value.item()
+            except jax.errors.ConcretizationTypeError:
+                raise TypeError(
+                    f"{who}: {name} must be a concrete number, found a traced value. Build the "
+                    f"initializer outside jit, or pass a Python float."
+                ) from None
     ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
     if not ok or not math.isfinite(float(value)) or float(value) <= 0:
         raise ValueError(

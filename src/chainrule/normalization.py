@@ -566,7 +566,8 @@ def batch_norm(
             f"mode changes the computation, so it must be static; pass it as a static argument "
             f"or close over it under jit."
         )
-    if isinstance(momentum, (int, float)) and not 0.0 <= momentum <= 1.0:
+    # Concrete numbers only (numpy scalars included); a traced momentum cannot be checked.
+    if isinstance(momentum, (int, float, np.integer, np.floating)) and not 0.0 <= momentum <= 1.0:
         raise ValueError(
             f"momentum must lie in [0, 1] (weight of the old running value), found {momentum!r}."
             f" For a PyTorch momentum m use torch_momentum(m) = 1 - m."
@@ -672,18 +673,24 @@ def fit_standardization(x: jax.Array, axis: Axes = 0, *, ddof: int = 0) -> Stand
     x = _check_input(x)
     axes = _canon_axes(axis, x.ndim, "axis", x.shape)
     n = math.prod(x.shape[a] for a in axes)
-    if not isinstance(ddof, int) or ddof < 0 or ddof >= n:
+    if not isinstance(ddof, (int, np.integer)) or isinstance(ddof, bool) or not 0 <= ddof < n:
         raise ValueError(
             f"ddof must be an integer in [0, {n - 1}] for {n} samples along axis {axes}, found "
             f"{ddof!r}."
         )
     xc = x.astype(_compute_dtype(x.dtype))
-    mean = jnp.mean(xc, axes, keepdims=True)
+    # Shift by the first sample before averaging: a constant feature then has the mean k + 0,
+    # exactly its value (a plain float32 mean of 1000 copies of 0.1 is 0.09999997), so it
+    # standardizes to exactly 0.
+    k = xc[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))]
+    mean = k + jnp.mean(xc - k, axes, keepdims=True)
     d = xc - mean
-    std = jnp.sqrt(jnp.sum(d * d, axes, keepdims=True) / (n - ddof))
+    var = jnp.sum(d * d, axes, keepdims=True) / (n - int(ddof))
     tiny = 10 * jnp.finfo(xc.dtype).eps
-    constant = std <= tiny * jnp.abs(mean)
-    scale = jnp.where(constant, jnp.ones_like(std), std)
+    constant = jnp.sqrt(var) <= tiny * jnp.abs(mean)
+    # sqrt only of the non-constant variances: sqrt'(0) = inf would make the gradient of a
+    # fit through a constant feature NaN (inf * 0), even though its scale is the constant 1.
+    scale = jnp.sqrt(jnp.where(constant, jnp.ones_like(var), var))
     return Standardization(mean, scale, constant)
 
 
