@@ -390,3 +390,85 @@ def test_error_bad_argnums_and_chunk_size():
             {"a": jnp.ones(2), "b": jnp.ones(2)},
             {"a": jnp.ones((2, 2)), "b": jnp.ones((3, 2))},
         )
+
+
+# --- regressions found by throwing unusual inputs at the API -------------------------------
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev"])
+def test_chunked_transforms_with_zero_size_leaves(dtype, mode):
+    # lax.map(batch_size=...) cannot flatten chunks of a zero-size output leaf; the chunked
+    # Jacobian, Hessian and hvp_batched must still match JAX's layout (empty blocks included)
+    r = np.random.default_rng(0)
+    x = {"a": jnp.asarray(r.normal(size=3), dtype), "z": jnp.zeros((2, 0), dtype)}
+    f = lambda p: {"y": jnp.sin(p["a"]) * jnp.sum(p["z"]), "e": p["z"] * 2, "s": p["a"] ** 2}
+    ref = (jax.jacfwd if mode == "fwd" else jax.jacrev)(f)(x)
+    for chunk in (1, 2):
+        assert_trees_close(cr.jacobian(f, mode, chunk_size=chunk)(x), ref, dtype)
+    loss = lambda p: jnp.sum(jnp.sin(p["a"]) ** 2) + jnp.sum(p["z"] ** 2)
+    assert_trees_close(cr.hessian(loss, chunk_size=2)(x), jax.hessian(loss)(x), dtype)
+    vs = jax.tree.map(lambda a: jnp.stack([a, 2 * a, -a]), x)
+    expect = jax.vmap(lambda v: jax.jvp(jax.grad(loss), (x,), (v,))[1])(vs)
+    assert_trees_close(cr.hvp_batched(loss, x, vs, chunk_size=2), expect, dtype)
+    # no directions at all: an empty batch, chunked or not
+    none = jax.tree.map(lambda a: a[:0], vs)
+    for chunk in (None, 2):
+        out = cr.hvp_batched(loss, x, none, chunk_size=chunk)
+        assert jax.tree.map(jnp.shape, out) == jax.tree.map(jnp.shape, none)
+
+
+def test_jacobian_follows_jax_dtype_rules_in_every_mode():
+    x = jnp.asarray([0.3, -1.2, 2.0])
+    z = x + 1j * x[::-1]
+    to_complex = lambda a: jnp.exp(1j * a)  # real -> complex: only forward mode exists
+    to_real = lambda c: jnp.abs(c) ** 2  # complex -> real: only reverse mode exists
+    for chunk in (None, 2):
+        # auto picks the one mode that exists (sizes alone would pick rev, resp. fwd)
+        assert_trees_close(
+            cr.jacobian(to_complex, chunk_size=chunk)(x), jax.jacfwd(to_complex)(x), "float64"
+        )
+        assert_trees_close(
+            cr.jacobian(to_real, chunk_size=chunk)(z), jax.jacrev(to_real)(z), "float64"
+        )
+        # integer outputs have a zero Jacobian in forward mode, as in jax.jacfwd
+        to_int = lambda a: jnp.round(a).astype(jnp.int32)
+        assert_trees_close(
+            cr.jacobian(to_int, "fwd", chunk_size=chunk)(x), jax.jacfwd(to_int)(x), "float64"
+        )
+    # the chunked reverse path used to return only the real part of a complex Jacobian
+    with pytest.raises(TypeError, match=r"mode 'rev' needs real floating outputs; output has"):
+        cr.jacobian(to_complex, "rev", chunk_size=2)(x)
+    with pytest.raises(TypeError, match="holomorphic=True needs complex inputs and outputs"):
+        cr.jacobian(jnp.sin, "fwd", chunk_size=2, holomorphic=True)(x)
+
+
+def test_integer_like_argnums_duplicates_and_chunk_size():
+    f = lambda a, b: jnp.sum(jnp.sin(a) * b**2)
+    a, b = jnp.asarray([0.5, 1.0]), jnp.asarray([2.0, -1.0])
+    # numpy integers are ints (as for jax.grad): one array back, not a 1-tuple
+    assert_trees_close(cr.grad(f, argnums=np.int64(1))(a, b), jax.grad(f, 1)(a, b), "float64")
+    assert_trees_close(
+        cr.value_and_grad(f, argnums=np.int32(0))(a, b), jax.value_and_grad(f)(a, b), "float64"
+    )
+    assert_trees_close(
+        cr.hessian(f, argnums=(np.int64(0), -1))(a, b), jax.hessian(f, (0, 1))(a, b), "float64"
+    )
+    assert_trees_close(
+        cr.jacobian(jnp.sin, chunk_size=np.int64(1))(a), jax.jacfwd(jnp.sin)(a), "float64"
+    )
+    with pytest.raises(ValueError, match=r"argnums=\(0, -2\) names the same argument twice"):
+        cr.grad(f, argnums=(0, -2))(a, b)
+    with pytest.raises(TypeError, match="argnums must be an int or a non-empty tuple"):
+        cr.jacobian(f, argnums=0.0)
+
+
+def test_empty_inputs_and_python_number_outputs():
+    x = jnp.ones(2)
+    # a constant Python-float loss is a scalar (jax.grad gives zeros)
+    assert_trees_close(cr.grad(lambda a: 1.0)(x), jax.grad(lambda a: 1.0)(x), "float64")
+    # nothing to differentiate: empty results in JAX's layout instead of a ravel error
+    f = lambda p: {"y": jnp.ones(2), "s": jnp.zeros(())}
+    for chunk in (None, 1):
+        assert cr.jacobian(f, chunk_size=chunk)({}) == {"y": {}, "s": {}}
+        assert cr.hessian(lambda p: jnp.zeros(()), chunk_size=chunk)({"n": None}) == {"n": None}
+    assert cr.hvp_batched(lambda p: jnp.zeros(()), {}, {}) == {}

@@ -211,3 +211,53 @@ def test_no_false_alarm_on_small_weights_at_two_points():
 
     for p in (ws, [w * 0.9 + 0.001 for w in ws]):
         cr.check_grads(loss, (p,), order=2).raise_if_failed()
+
+
+# --- regressions found by throwing unusual inputs at the API -------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_size_leaves_in_args_and_outputs(dtype):
+    x = {"a": jnp.linspace(0.1, 1.0, 3, dtype=dtype), "z": jnp.zeros((2, 0), dtype)}
+
+    def f(p, q):
+        return {"y": jnp.sin(p["a"]) * q + jnp.sum(p["z"]), "e": p["z"] * 2}
+
+    rep = cr.check_grads(f, (x, jnp.asarray(2.0, dtype)), order=2, taylor=True)
+    assert rep.passed and not rep.skipped, rep.summary()
+    with pytest.raises(ValueError, match="args has no array leaves"):
+        cr.check_grads(lambda: jnp.ones(2), ())
+
+
+def test_nan_in_finite_differences_fails_the_dot_product_test():
+    # sqrt at 1e-6: the FD ladder steps below 0 (NaN) while f and its VJP are finite; the
+    # dot-product test's NaN error and tolerance used to read as a pass
+    rep = cr.check_vjp(jnp.sqrt, (jnp.asarray([1e-6, 1.0], jnp.float32),))
+    assert rep["vjp"].status == "failed", rep.summary()
+    assert "NaN/Inf in finite differences at out[0]" in rep["vjp"].note
+
+
+def test_nan_cotangent_is_localised_to_its_leaf():
+    @jax.custom_vjp
+    def g(x):
+        return jnp.sin(x)
+
+    g.defvjp(lambda x: (jnp.sin(x), x), lambda x, c: (jnp.where(x > 0.5, jnp.nan, c * jnp.cos(x)),))
+    rep = cr.check_vjp(lambda a, b: g(a) * b, (jnp.linspace(0.0, 1.0, 4), jnp.ones(4)))
+    note = rep["vjp"].note
+    assert rep["vjp"].status == "failed" and "NaN/Inf in the AD cotangent (vjp) at args[0]" in note
+    # the healthy leaf's re-check is finite (a NaN times its zeroed direction used to make it inf)
+    assert "args[0]: inf" in note and "args[1]: inf" not in note, note
+
+
+def test_rev_over_fwd_of_custom_vjp_is_skipped_and_integer_args_explained():
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sum(jnp.sin(x))
+
+    f.defvjp(lambda x: (f(x), x), lambda x, ct: (ct * jnp.cos(x),))
+    # JAX raises NotImplementedError ('custom_lin'), not TypeError, for this composition
+    rep = cr.check_hvp(f, (jnp.linspace(0.0, 1.0, 3),), mode="rev-over-fwd")
+    assert rep["hvp[rev-over-fwd]"].status == "skipped", rep.summary()
+    with pytest.raises(TypeError, match=r"args\[1\]\['n'\].*closing over it"):
+        cr.check_grads(lambda a, p: a * p["n"], (jnp.ones(2), {"n": jnp.arange(2)}))

@@ -165,3 +165,70 @@ def test_errors():
         cr.fd.gradient(jnp.sin, x)
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         cr.fd.jacobian(jnp.sin, x, chunk_size=0)
+
+
+# --- regressions found by throwing unusual inputs at the API -------------------------------
+
+
+def test_levels_three_works_and_levels_are_validated():
+    x = jnp.asarray([0.2, 1.0], jnp.float64)
+    # levels=3 (the documented minimum) drops the order-6 column of the table
+    d, err = fd.directional(_f, x, jnp.ones_like(x), levels=3)
+    exact = _exact(x, np.ones(2))
+    assert np.all(np.abs(np.asarray(d) - exact) <= 10 * np.asarray(err) + 1e-14)
+    assert np.max(np.abs(np.asarray(d) - exact)) < 1e-8
+    J, _ = fd.jacobian(_f, x, method="richardson", levels=3)
+    np.testing.assert_allclose(np.asarray(J), np.diag(exact), atol=1e-8)
+    for bad in (2, 4.5, True):
+        with pytest.raises(ValueError, match="levels must be >= 3"):
+            fd.jacobian(_f, x, method="richardson", levels=bad)
+        with pytest.raises(ValueError, match="levels must be >= 3"):
+            fd.directional(_f, x, x, levels=bad)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_richardson_within_its_error_estimate(dtype):
+    # float16's max / 1e6 used to overflow to a clipping threshold of 0, so every candidate
+    # tied and the crudest (largest-step) one was taken: 9% off, beyond its error estimate
+    x = jnp.asarray([0.3, 1.0, 2.0], dtype)
+    d, err = fd.directional(jnp.sin, x, jnp.ones_like(x))
+    assert d.dtype == err.dtype == dtype
+    actual = np.abs(np.asarray(d, np.float64) - np.cos(np.asarray(x, np.float64)))
+    assert np.all(actual <= 2 * np.asarray(err, np.float64))
+    assert np.max(actual) < 20 * float(jnp.finfo(dtype).eps)
+
+
+def test_complex_outputs_and_complex_step_rules():
+    x = jnp.asarray([0.3, -1.0], jnp.float64)
+    f = lambda a: jnp.exp(1j * a)
+    exact = np.asarray(jax.jvp(f, (x,), (jnp.ones_like(x),))[1])
+    for method in ("richardson", "central4"):
+        d, err = fd.directional(f, x, jnp.ones_like(x), method=method)
+        assert d.dtype == jnp.complex128 and err.dtype == jnp.float64
+        assert np.max(np.abs(np.asarray(d) - exact)) < 1e-9
+    # Im f(x + ihv)/h is no derivative of a complex x or output: an error, not a wrong number
+    with pytest.raises(TypeError, match=r"method='complex' needs real inputs and outputs.*f\(x\)"):
+        fd.directional(f, x, x, method="complex")
+    with pytest.raises(TypeError, match=r"method='complex'.*x is complex128"):
+        fd.directional(lambda c: jnp.abs(c) ** 2, x + 0j, x + 0j, method="complex")
+    # a Python float is float64: the complex step must not run in complex64
+    d, _ = fd.directional(jnp.sin, 1.0, 1.0, method="complex")
+    assert d.dtype == jnp.float64 and abs(float(d) - np.cos(1.0)) < 1e-14
+
+
+def test_empty_input_and_step_and_chunk_validation():
+    g, err = fd.gradient(lambda p: jnp.zeros(()), {})
+    assert g == {} and err == {}
+    J, Jerr = fd.jacobian(lambda p: jnp.ones(3), {"z": jnp.zeros(0)})
+    assert J.shape == Jerr.shape == (3, 0)
+    # a zero-size output block under chunking
+    J, _ = fd.jacobian(lambda a: (jnp.sin(a), a[:0]), jnp.ones(3), chunk_size=2)
+    np.testing.assert_allclose(np.asarray(J), np.diag(np.cos(np.ones(3))), atol=1e-6)
+    J, _ = fd.jacobian(jnp.sin, jnp.ones(3), chunk_size=np.int64(2))
+    assert J.shape == (3, 3)
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        fd.jacobian(jnp.sin, jnp.ones(3), chunk_size=True)
+    with pytest.raises(ValueError, match="step must be a finite, non-zero scalar"):
+        fd.directional(jnp.sin, jnp.ones(3), jnp.ones(3), method="central", step=0.0)
+    with pytest.raises(TypeError, match="Cannot differentiate with respect to x"):
+        fd.default_step(jnp.ones(3, jnp.int32), jnp.ones(3, jnp.int32))

@@ -31,6 +31,7 @@ __all__ = [
     "tree_sub",
     "tree_scale",
     "tree_norm",
+    "map_chunked",
 ]
 
 
@@ -127,7 +128,10 @@ def check_scalar_output(out: Any, what: str, fun: Any) -> None:
     """Raise ``TypeError`` unless ``out`` is a real scalar (a shape-() array)."""
     name = getattr(fun, "__name__", repr(fun))
     leaves = jax.tree_util.tree_leaves(out)
-    if len(leaves) != 1 or not hasattr(leaves[0], "shape"):
+    # a Python number is a scalar too (e.g. a constant loss `lambda p: 0.0`), as for jax.grad
+    if len(leaves) != 1 or not (
+        hasattr(leaves[0], "shape") or isinstance(leaves[0], (int, float, complex))
+    ):
         raise TypeError(
             f"{what} needs a function with one scalar output; {name} returned "
             f"{jax.tree_util.tree_structure(out)} with {len(leaves)} leaves. Return a scalar "
@@ -188,3 +192,24 @@ def tree_norm(a: PyTree) -> jax.Array:
     """Euclidean norm of all leaves together (``optax.global_norm`` for any pytree)."""
     sq = [jnp.sum(jnp.abs(x) ** 2) for x in jax.tree_util.tree_leaves(a)]
     return jnp.sqrt(sum(sq[1:], sq[0])) if sq else jnp.zeros(())
+
+
+def map_chunked(fn: Any, xs: PyTree, n: int, chunk_size: int | None) -> PyTree:
+    """``jax.lax.map(fn, xs, batch_size=chunk_size)`` over the ``n`` leading rows of ``xs``.
+
+    ``chunk_size`` rows at a time (vmapped within a chunk, the chunks in a ``lax.map``), or all
+    at once for None. Written out because ``lax.map`` flattens its chunks with
+    ``reshape(-1, ...)``, which fails (ZeroDivisionError) when an output leaf has zero size,
+    e.g. a Jacobian block of a zero-size input; here the shapes are explicit.
+    """
+    if chunk_size is None or chunk_size >= n:
+        return jax.vmap(fn)(xs)
+    nb, rem = divmod(n, chunk_size)
+    cut = nb * chunk_size
+    main = jax.tree.map(lambda x: x[:cut].reshape((nb, chunk_size) + x.shape[1:]), xs)
+    ys = jax.lax.map(jax.vmap(fn), main)
+    ys = jax.tree.map(lambda y: y.reshape((cut,) + y.shape[2:]), ys)
+    if rem:
+        tail = jax.vmap(fn)(jax.tree.map(lambda x: x[cut:], xs))
+        ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0), ys, tail)
+    return ys

@@ -36,6 +36,7 @@ from chainrule._tree import (
     check_same_shapes_dtypes,
     check_same_structure,
     check_scalar_output,
+    map_chunked,
 )
 
 PyTree = Any
@@ -142,6 +143,29 @@ def _combine(dynamic: list, static: _Static) -> PyTree:
     return static.treedef.unflatten(leaves)
 
 
+def _canonical_argnums(argnums: Any, what: str) -> int | tuple[int, ...]:
+    """``argnums`` as a Python int or a tuple of them, checked once when the transform is made.
+
+    Integer-likes (``np.int64(1)``) are accepted, as JAX does; a single one stays an int, so
+    the result is not wrapped in a tuple.
+    """
+
+    def as_int(i: Any) -> int:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(
+                f"{what}: argnums must be an int or a non-empty tuple of ints, found {argnums!r}."
+            )
+        return int(i)
+
+    if isinstance(argnums, (int, np.integer)) and not isinstance(argnums, bool):
+        return int(argnums)
+    if not isinstance(argnums, (tuple, list)) or not argnums:
+        raise TypeError(
+            f"{what}: argnums must be an int or a non-empty tuple of ints, found {argnums!r}."
+        )
+    return tuple(as_int(i) for i in argnums)
+
+
 def _normalize_argnums(argnums: int | Sequence[int], nargs: int, what: str) -> tuple[int, ...]:
     if type(argnums) is int and 0 <= argnums < nargs:
         return (argnums,)  # the common case, on every call: skip the general checks
@@ -156,7 +180,14 @@ def _normalize_argnums(argnums: int | Sequence[int], nargs: int, what: str) -> t
                 f"{what}: argnums={argnums!r} refers to argument {i}, but the function was "
                 f"called with {nargs} positional argument(s)."
             )
-    return tuple(i % nargs for i in nums)
+    out = tuple(i % nargs for i in nums)
+    if len(set(out)) != len(out):
+        # _split_args would otherwise take the all-differentiated fast path and drop an argument
+        raise ValueError(
+            f"{what}: argnums={argnums!r} names the same argument twice (with {nargs} positional "
+            f"argument(s)); list each argument once."
+        )
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -506,6 +537,7 @@ def value_and_grad(
       >>> float(v), g.tolist()
       (5.0, [2.0, 4.0])
     """
+    argnums = _canonical_argnums(argnums, "value_and_grad")
 
     @functools.wraps(fun)
     def value_and_grad_fn(*args: Any, **kwargs: Any):
@@ -543,6 +575,7 @@ def grad(
       >>> cr.grad(lambda p: jnp.sum(p["w"] ** 2))({"w": jnp.array([1.0, -1.0])})["w"].tolist()
       [2.0, -2.0]
     """
+    argnums = _canonical_argnums(argnums, "grad")
 
     @functools.wraps(fun)
     def grad_fn(*args: Any, **kwargs: Any):
@@ -623,34 +656,90 @@ def _one_hot(i: jax.Array, n: int, dtype: Any) -> jax.Array:
     return (jnp.arange(n) == i).astype(dtype)
 
 
-def _jac_chunked(g, dyn, mode, chunk_size, has_aux):
+def _is_real(dt: Any) -> bool:
+    return jnp.issubdtype(dt, jnp.floating)
+
+
+def _auto_mode(dyn: PyTree, out: PyTree, holomorphic: bool) -> str:
+    """:func:`_choose_mode` by sizes, unless only one mode exists for these dtypes.
+
+    As in ``jax.jacfwd``/``jax.jacrev``, without ``holomorphic`` forward mode needs real
+    inputs and reverse mode real floating outputs: a real-to-complex (or integer-output)
+    function has only a forward Jacobian, a complex-to-real one only a reverse Jacobian.
+    """
+    if not holomorphic:
+        complex_in = any(not _is_real(jnp.result_type(x)) for x in jax.tree_util.tree_leaves(dyn))
+        nonreal_out = any(not _is_real(x.dtype) for x in jax.tree_util.tree_leaves(out))
+        if complex_in and not nonreal_out:
+            return "rev"
+        if nonreal_out and not complex_in:
+            return "fwd"
+    return _choose_mode(_size(dyn), _size(out))
+
+
+def _check_jac_dtypes(dyn: PyTree, out: PyTree, mode: str, holomorphic: bool) -> None:
+    """The dtype rules of ``jax.jacfwd``/``jax.jacrev`` for the chunked path, which calls
+    ``jax.linearize``/``jax.vjp`` directly: they accept what the Jacobian transforms reject and
+    would return a wrong Jacobian (e.g. only the real part for a complex output)."""
+    if holomorphic:
+        for name, tree in (("input", dyn), ("output", out)):
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+                dt = jnp.result_type(leaf)
+                if not jnp.issubdtype(dt, jnp.complexfloating):
+                    raise TypeError(
+                        f"jacobian with holomorphic=True needs complex inputs and outputs; "
+                        f"{name}{jax.tree_util.keystr(path)} has dtype {dt}. Cast it to a "
+                        f"complex dtype, or drop holomorphic=True."
+                    )
+    elif mode == "rev":
+        for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
+            dt = jnp.result_type(leaf)
+            if not _is_real(dt):
+                raise TypeError(
+                    f"jacobian mode 'rev' needs real floating outputs; "
+                    f"output{jax.tree_util.keystr(path)} has dtype {dt}. Use mode='fwd' (or "
+                    f"'auto'), or holomorphic=True for a holomorphic complex function."
+                )
+
+
+def _jac_chunked(g, dyn, mode, chunk_size, has_aux, holomorphic=False):
     """Jacobian of ``g(dyn)`` pushing the standard basis through in chunks of ``chunk_size``.
 
-    Forward: linearize once (one primal pass), then ``lax.map`` the linear map over the N basis
+    Forward: linearize once (one primal pass), then map the linear map over the N basis
     vectors, ``chunk_size`` at a time (vmapped within a chunk). Reverse: one VJP, then the
     pullback over the M output basis vectors in chunks. Peak extra memory is one chunk of the
     Jacobian plus the residuals, instead of the whole basis at once.
     """
     if mode == "fwd":
         res = jax.linearize(g, dyn, has_aux=has_aux)
-        f_lin = res[1]
+        out, f_lin = res[0], res[1]
+        _check_jac_dtypes(dyn, out, mode, holomorphic)
         flat, unravel = ravel_pytree(dyn)
         n = flat.size
-        cols = jax.lax.map(
-            lambda i: f_lin(unravel(_one_hot(i, n, flat.dtype))),
-            jnp.arange(n),
-            batch_size=chunk_size,
+        cols = map_chunked(
+            lambda i: f_lin(unravel(_one_hot(i, n, flat.dtype))), jnp.arange(n), n, chunk_size
+        )
+        # integer/boolean outputs have float0 tangents: their Jacobian is zero, in the output's
+        # dtype, as jax.jacfwd returns it
+        cols = jax.tree.map(
+            lambda c, o: jnp.zeros(c.shape, o.dtype) if c.dtype == jax.dtypes.float0 else c,
+            cols,
+            out,
         )
         jac = _assemble_fwd(cols, dyn)
     else:
         res = jax.vjp(g, dyn, has_aux=has_aux)
         out, pullback = res[0], res[1]
+        _check_jac_dtypes(dyn, out, mode, holomorphic)
+        if not jax.tree_util.tree_leaves(out):  # no output: nothing to pull back
+            return (out, res[2]) if has_aux else out
         flat, unravel = ravel_pytree(out)
         m = flat.size
-        rows = jax.lax.map(
+        rows = map_chunked(
             lambda k: pullback(unravel(_one_hot(k, m, flat.dtype)))[0],
             jnp.arange(m),
-            batch_size=chunk_size,
+            m,
+            chunk_size,
         )
         jac = _assemble_rev(rows, out)
     return (jac, res[2]) if has_aux else jac
@@ -658,7 +747,6 @@ def _jac_chunked(g, dyn, mode, chunk_size, has_aux):
 
 def _jacobian_impl(fun, mode, argnums, chunk_size, has_aux, holomorphic, diff, dynamic, static):
     nums = (argnums,) if isinstance(argnums, int) else argnums
-    _check_diff_args(fun, diff, nums, allow_complex=holomorphic or mode == "rev")
 
     def g(d):
         d = (d,) if isinstance(argnums, int) else d
@@ -666,24 +754,35 @@ def _jacobian_impl(fun, mode, argnums, chunk_size, has_aux, holomorphic, diff, d
         return fun(*args, **kwargs)
 
     dyn = diff[0] if isinstance(argnums, int) else diff
+    if not jax.tree_util.tree_leaves(dyn):
+        # Nothing to differentiate (e.g. an empty dict): jax.jacfwd/jacrev fail to ravel no
+        # leaves. The Jacobian is the output's pytree, each leaf replaced by the empty input.
+        res = g(dyn)
+        jac = jax.tree.map(lambda _: dyn, res[0] if has_aux else res)
+        return (jac, res[1]) if has_aux else jac
     if mode == "auto":
         out_shape = jax.eval_shape(g, dyn)
         out_shape = out_shape[0] if has_aux else out_shape
-        mode = _choose_mode(_size(dyn), _size(out_shape))
+        mode = _auto_mode(dyn, out_shape, holomorphic)
+    _check_diff_args(fun, diff, nums, allow_complex=holomorphic or mode == "rev")
     if chunk_size is None:
         transform = jax.jacfwd if mode == "fwd" else jax.jacrev
         return transform(g, has_aux=has_aux, holomorphic=holomorphic)(dyn)
-    return _jac_chunked(g, dyn, mode, chunk_size, has_aux)
+    return _jac_chunked(g, dyn, mode, chunk_size, has_aux, holomorphic)
 
 
 _jacobian_compiled = _compiled(_jacobian_impl, static_argnums=(1, 2, 3, 4, 5, 8))
 
 
-def _check_chunk_size(chunk_size: int | None) -> None:
+def _check_chunk_size(chunk_size: int | None) -> int | None:
+    """``chunk_size`` as None or a positive Python int (``np.int64`` accepted)."""
     if chunk_size is not None and (
-        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
+        not isinstance(chunk_size, (int, np.integer))
+        or isinstance(chunk_size, bool)
+        or chunk_size < 1
     ):
         raise ValueError(f"chunk_size must be None or a positive integer, found {chunk_size!r}.")
+    return None if chunk_size is None else int(chunk_size)
 
 
 def jacobian(
@@ -722,7 +821,9 @@ def jacobian(
 
     Raises:
       ValueError: an unknown ``mode`` (listing the valid ones), a bad ``chunk_size``.
-      TypeError: an integer/boolean input leaf (naming its path).
+      TypeError: an integer/boolean input leaf (naming its path); as in ``jax.jacfwd`` /
+        ``jax.jacrev``, without ``holomorphic`` a complex input in forward mode or a complex
+        or integer output in reverse mode (``"auto"`` picks the mode that exists).
 
     Example:
       >>> import chainrule as cr, jax.numpy as jnp
@@ -731,7 +832,8 @@ def jacobian(
       [[3.0, 2.0], [0.0, 1.0]]
     """
     check_choice(mode, JACOBIAN_MODES, "jacobian mode")
-    _check_chunk_size(chunk_size)
+    chunk_size = _check_chunk_size(chunk_size)
+    argnums = _canonical_argnums(argnums, "jacobian")
 
     @functools.wraps(fun)
     def jacobian_fn(*args: Any, **kwargs: Any):
@@ -810,13 +912,18 @@ def hvp(fun: Callable, x: PyTree, v: PyTree, mode: str = "fwd-over-rev") -> PyTr
 
 def _hvp_batched_impl(fun, x, vs, mode, chunk_size):
     check_differentiable(x, "x", allow_complex=False)
-    v0 = jax.tree.map(lambda t: t[0], vs)
+    # one direction's shapes, without indexing (there may be K = 0 directions)
+    v0 = jax.tree.map(lambda t: jnp.zeros(t.shape[1:], t.dtype), vs)
     check_same_shapes_dtypes(x, v0, "x", "vs[i]", allow_float0=False)
     f = _scalar_checked(fun, False, "hvp_batched")
     one = functools.partial(_hvp_raw, f, x, mode=mode)
+    leaves = jax.tree_util.tree_leaves(vs)
+    if not leaves:  # nothing to differentiate: an empty pytree per direction, i.e. vs itself
+        f(x)  # still check that fun is a scalar function
+        return vs
     if chunk_size is None:
         return jax.vmap(one)(vs)
-    return jax.lax.map(one, vs, batch_size=chunk_size)
+    return map_chunked(one, vs, leaves[0].shape[0], chunk_size)
 
 
 _hvp_batched_compiled = _compiled(_hvp_batched_impl, static_argnums=(3, 4))
@@ -859,7 +966,7 @@ def hvp_batched(
       [[2.0, 0.0], [0.0, 2.0]]
     """
     check_choice(mode, HVP_MODES, "hvp mode")
-    _check_chunk_size(chunk_size)
+    chunk_size = _check_chunk_size(chunk_size)
     x = _as_arrays(x)
     vs = _as_arrays(vs)
     leaves = jax.tree_util.tree_flatten_with_path(vs)[0]
@@ -884,6 +991,10 @@ def _hessian_impl(fun, argnums, chunk_size, diff, dynamic, static):
 
     f = _scalar_checked(f, False, "hessian")
     dyn = diff[0] if isinstance(argnums, int) else diff
+    if not jax.tree_util.tree_leaves(dyn):
+        # nothing to differentiate: jax.hessian fails to ravel no leaves; H is as empty as dyn
+        f(dyn)
+        return dyn
     if chunk_size is None:
         return jax.jacfwd(jax.grad(f))(dyn)
     # H's columns are HVPs with the basis vectors: linearize grad(f) once (fwd-over-rev) and
@@ -924,7 +1035,8 @@ def hessian(
       >>> cr.hessian(lambda x: x[0] ** 2 * x[1])(jnp.array([1.0, 2.0])).tolist()
       [[4.0, 2.0], [2.0, 0.0]]
     """
-    _check_chunk_size(chunk_size)
+    chunk_size = _check_chunk_size(chunk_size)
+    argnums = _canonical_argnums(argnums, "hessian")
 
     @functools.wraps(fun)
     def hessian_fn(*args: Any, **kwargs: Any):

@@ -296,6 +296,9 @@ def _is_scalar(out: PyTree) -> bool:
     return len(leaves) == 1 and tuple(leaves[0].shape) == ()
 
 
+_UNAVAILABLE = (TypeError, NotImplementedError)  # what JAX raises for a mode f does not have
+
+
 def _why(e: Exception) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
 
@@ -306,7 +309,9 @@ def _available_cached(f: Callable, check: str, struct: tuple) -> str | None:
     args = treedef.unflatten([jax.ShapeDtypeStruct(s, d) for s, d in shapes])
     try:
         _ad_probe(f, check, args)
-    except TypeError as e:  # jax: "can't apply forward-mode autodiff (jvp) to a custom_vjp ..."
+    # jax: TypeError "can't apply forward-mode autodiff (jvp) to a custom_vjp function", and
+    # NotImplementedError "Differentiation rule for 'custom_lin'" (rev-over-fwd of a custom_vjp)
+    except _UNAVAILABLE as e:
         return _why(e)
     return None
 
@@ -317,7 +322,7 @@ def _available(f: Callable, check: str, args: tuple) -> str | None:
         return _available_cached(f, check, _struct(args))
     try:
         _ad_probe(f, check, args)
-    except TypeError as e:
+    except _UNAVAILABLE as e:
         return _why(e)
     return None
 
@@ -538,7 +543,7 @@ def _richardson_np(F: np.ndarray, h0: np.ndarray, eps: float, levels: int):
             # One entry per (direction, leaf): the smallest error in norm over the leaf.
             # Picking per element would let a few elements whose neighbour differences cancel
             # by chance pass an underestimated error; a whole leaf cannot be that unlucky.
-            m = np.max(E, axis=1, keepdims=True)
+            m = np.max(E, axis=1, keepdims=True, initial=0.0)  # E >= 0; a leaf may be empty
             ms = np.where((m > 0) & np.isfinite(m), m, 1)
             score = np.where(
                 np.isfinite(m[:, 0]), ms[:, 0] * np.sqrt(np.sum((E / ms) ** 2, 1)), np.inf
@@ -579,7 +584,7 @@ def _first_bad(x: np.ndarray) -> int:
 
 
 def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    if not shape:
+    if not shape or 0 in shape:  # a scalar, or an empty leaf (no element to point at)
         return None
     return tuple(int(j) for j in np.unravel_index(int(i), shape))
 
@@ -593,7 +598,8 @@ def _ratio(err, tol):
     err, tol = np.asarray(err, np.float64), np.asarray(tol, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(tol > 0, err / np.where(tol > 0, tol, 1.0), np.where(err > 0, np.inf, 0.0))
-    return np.where(np.isnan(r), np.inf, r)
+    # a NaN error or tolerance certifies nothing (NaN > 0 is False: it would read as a pass)
+    return np.where(np.isnan(r) | np.isnan(err) | np.isnan(tol), np.inf, r)
 
 
 def _compare_leaves(name, ad_leaves, fd_leaves, err_leaves, paths, shapes, eps, W, cfg, what):
@@ -619,7 +625,7 @@ def _compare_leaves(name, ad_leaves, fd_leaves, err_leaves, paths, shapes, eps, 
         n = max(a.shape[1], 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             score = d[k] / (cfg.safety * e[k] + ad_r[k] / math.sqrt(n) + 1e-300)
-        idx = int(np.argmax(np.where(np.isnan(score), np.inf, score)))
+        idx = int(np.argmax(np.where(np.isnan(score), np.inf, score))) if score.size else 0
         cand = (
             float(ratio[k]),
             li,
@@ -672,12 +678,17 @@ def _compare_primal(name, p_leaves, f0_leaves, paths, shapes, eps, what):
     )
 
 
-def _dot_test(us, est, err, jtu, vs, eps, cfg, in_paths, in_shapes):
+def _dot_test(
+    us, est, err, jtu, vs, eps, cfg, in_paths, in_shapes, out_paths=None, out_shapes=None
+):
     """<u, FD J v> against <J^T u, v> per direction."""
     K = est[0].shape[0]
     ul = [u.reshape(K, -1).astype(np.float64) for u in _np_leaves(us)]
-    jl = [j.reshape(K, -1).astype(np.float64) for j in _np_leaves(jtu)]
     vl = [v.reshape(K, -1).astype(np.float64) for v in _np_leaves(vs)]
+    # J^T u where v is exactly 0 (the other leaves, when localising) contributes nothing: a NaN
+    # there must not turn the re-check of a healthy leaf into a NaN
+    j_raw = [j.reshape(K, -1).astype(np.float64) for j in _np_leaves(jtu)]
+    jl = [np.where(v != 0, j, 0.0) for j, v in zip(j_raw, vl, strict=True)]
     with np.errstate(invalid="ignore", over="ignore"):
         lhs = sum(np.sum(u * e, 1) for u, e in zip(ul, est, strict=True))
         lhs_err = sum(np.sum(np.abs(u) * r, 1) for u, r in zip(ul, err, strict=True))
@@ -690,9 +701,15 @@ def _dot_test(us, est, err, jtu, vs, eps, cfg, in_paths, in_shapes):
         dif = np.abs(lhs - rhs)
     notes = [
         f"NaN/Inf in the AD cotangent (vjp) at {_at(p, s, _first_bad(j))}"
-        for p, s, j in zip(in_paths, in_shapes, jl, strict=True)
+        for p, s, j in zip(in_paths, in_shapes, j_raw, strict=True)
         if _first_bad(j) >= 0
     ]
+    if out_paths is not None:
+        notes += [
+            f"NaN/Inf in finite differences at {_at(p, s, _first_bad(e))}"
+            for p, s, e in zip(out_paths, out_shapes, est, strict=True)
+            if _first_bad(e) >= 0
+        ]
     return dif, tol, lhs_err, C_DOT * eps * terms, notes
 
 
@@ -808,7 +825,7 @@ def _run_checks(
     results: dict[str, CheckResult] = {}
     try:
         res = _eval(f, args, vs, us, u0, ts, tts, cfg)
-    except TypeError:
+    except _UNAVAILABLE:
         # Optimistic first: probing each check's AD side costs a trace of f per check. Only
         # when the combined program fails (forward mode of a custom_vjp function) are the
         # checks probed one by one, and the ones that exist run.
@@ -845,7 +862,9 @@ def _run_checks(
         )
     if "vjp" in todo:
         outv, jtu = res["vjp"]
-        dif, tol, fde, adr, notes = _dot_test(us, est, err, jtu, vs, eps, cfg, in_paths, in_shapes)
+        dif, tol, fde, adr, notes = _dot_test(
+            us, est, err, jtu, vs, eps, cfg, in_paths, in_shapes, out_paths, out_shapes
+        )
         ratio = _ratio(dif, tol)
         k = int(np.argmax(ratio))
         model = (
@@ -956,8 +975,23 @@ def _prepare(args: Any, what: str) -> tuple:
             f"{type(args).__name__}. Wrap a single argument as (x,)."
         )
     args = tuple(jax.tree.map(jnp.asarray, tuple(args)))
+    for path, leaf in leaf_paths(args, "args"):
+        dt = jnp.result_type(leaf)
+        if not jnp.issubdtype(dt, jnp.inexact):
+            # as in jax.test_util.check_grads, every leaf of args is perturbed: an integer or
+            # boolean one (indices, masks) has no derivative to check
+            raise TypeError(
+                f"{what}: Cannot differentiate with respect to {path}: its dtype is {dt}, "
+                f"expected a floating dtype. {what} perturbs every leaf of args; hold this one "
+                f"fixed by closing over it, e.g. {what}(lambda x: f(x, n), (x,))."
+            )
     for i, a in enumerate(args):
         check_differentiable(a, f"args[{i}]", allow_complex=False)
+    if not jax.tree_util.tree_leaves(args):
+        raise ValueError(
+            f"{what}: args has no array leaves, so there is nothing to differentiate; pass "
+            f"f's arguments as a tuple, e.g. {what}(f, (x,))."
+        )
     return args
 
 

@@ -42,7 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from chainrule._tree import check_choice, check_differentiable, check_same_shapes_dtypes
+from chainrule._tree import (
+    check_choice,
+    check_differentiable,
+    check_same_shapes_dtypes,
+    leaf_paths,
+    map_chunked,
+)
 
 PyTree = Any
 
@@ -115,6 +121,7 @@ def default_step(x: PyTree, v: PyTree, method: str = "central") -> jax.Array:
       True
     """
     check_choice(method, METHODS, "finite-difference method")
+    check_differentiable(x, "x")
     eps = dtype_eps(x)
     s = _scale(x, v)
     if method == "richardson":
@@ -177,7 +184,9 @@ def _floor_scale(absF, levels: int, xp=jnp):
     lev = xp.maximum(xp.maximum(absF[:L], absF[L : 2 * L]), absF[-1][None])
     r1 = xp.maximum(lev[:-1], lev[1:])
     r2 = xp.maximum(r1[:-1], r1[1:])
-    return xp.concatenate([lev, r1, r2], 0)
+    # _richardson_matrices drops a column of the table with fewer than 2 entries (the order-6
+    # column at levels=3): the rows here must match its candidates one for one
+    return xp.concatenate([c for c in (lev, r1, r2) if c.shape[0] >= 2], 0)
 
 
 def _richardson_table(F: jax.Array, h0: jax.Array, eps: float, levels: int):
@@ -188,11 +197,13 @@ def _richardson_table(F: jax.Array, h0: jax.Array, eps: float, levels: int):
     noise both show there), floored by the round-off model ``eps |f(x)| sum|c| / h``.
     Returns (estimate, error estimate) shaped like ``out_shape``.
     """
-    A, BL, BR, amp = (jnp.asarray(m, F.dtype) for m in _richardson_matrices(levels))
+    rdt = jnp.finfo(F.dtype).dtype  # errors and steps are real, also for a complex f
+    A, BL, BR = (jnp.asarray(m, F.dtype) for m in _richardson_matrices(levels)[:3])
+    amp = jnp.asarray(_richardson_matrices(levels)[3], rdt)
     shape = F.shape[1:]
     Ff = F.reshape(F.shape[0], -1)
     hp = jax.lax.Precision.HIGHEST
-    h = h0.astype(F.dtype)
+    h = h0.astype(rdt)
     E = (
         jnp.maximum(
             jnp.abs(jnp.matmul(BL, Ff, precision=hp)), jnp.abs(jnp.matmul(BR, Ff, precision=hp))
@@ -204,7 +215,9 @@ def _richardson_table(F: jax.Array, h0: jax.Array, eps: float, levels: int):
     E = jnp.where(jnp.isnan(E), jnp.inf, E)
     # one entry for the whole leaf: the smallest error in norm (per element, a few elements
     # whose neighbour differences cancel by chance would get an underestimated error)
-    i = jnp.argmin(jnp.sqrt(jnp.sum(jnp.minimum(E, jnp.finfo(E.dtype).max / 1e6) ** 2, axis=1)))
+    # (the norm in at least float32: float16's max / 1e6 would clip every error to 0.07)
+    En = E.astype(jnp.promote_types(E.dtype, jnp.float32))
+    i = jnp.argmin(jnp.sqrt(jnp.sum(jnp.minimum(En, float(jnp.finfo(En.dtype).max) / 1e6) ** 2, 1)))
     # only the chosen candidate is formed: a third of the work on large leaves
     est = jnp.matmul(jnp.take(A, i, axis=0), Ff, precision=hp) / h
     return est.reshape(shape), E[i].reshape(shape)
@@ -220,10 +233,22 @@ def _directional_impl(f, x, v, method, step, levels):
                 f"directional: f returned a {leaf.dtype} leaf; finite differences need floating "
                 f"outputs. Cast the output, or drop integer outputs from f."
             )
+    if method == "complex":
+        # Im f(x + i h v) / h is the derivative only for real x and a real-valued f: for a
+        # complex x or output it silently mixes real and imaginary parts (a wrong answer)
+        for name, leaf in leaf_paths(x, "x") + leaf_paths(out_struct, "f(x)"):
+            dt = jnp.result_type(leaf)
+            if jnp.issubdtype(dt, jnp.complexfloating):
+                raise TypeError(
+                    f"directional: method='complex' needs real inputs and outputs, but {name} is "
+                    f"{dt}. Use another method (e.g. 'richardson') for complex functions."
+                )
     sdt = _step_dtype(x)
     h = (default_step(x, v, method) if step is None else jnp.asarray(step)).astype(sdt)
     if method == "complex":
-        cx = jax.tree.map(lambda a: a.astype(jnp.result_type(a, jnp.complex64)), x)
+        # the complex counterpart of each leaf's own dtype (a.dtype: a weakly typed float64
+        # from a Python float would otherwise pair with complex64, i.e. float32 precision)
+        cx = jax.tree.map(lambda a: a.astype(jnp.result_type(a.dtype, jnp.complex64)), x)
         ts = jnp.stack([h, 2 * h])
 
         def at(t):
@@ -231,12 +256,13 @@ def _directional_impl(f, x, v, method, step, levels):
 
         Fs = jax.vmap(at)(ts)
 
-        def one(F):
+        def one(F, o):
             D = jnp.imag(F) / ts.reshape((2,) + (1,) * (F.ndim - 1)).astype(jnp.imag(F).dtype)
             err = jnp.abs(D[0] - D[1]) / 3 + eps * jnp.abs(D[0])
-            return D[0], err
+            # in f's own output dtype, like the other methods (f ran on complex64 for float16)
+            return D[0].astype(o.dtype), err.astype(o.dtype)
 
-        pairs = [one(F) for F in jax.tree_util.tree_leaves(Fs)]
+        pairs = [one(F, o) for F, o in zip(jax.tree_util.tree_leaves(Fs), out_leaves, strict=True)]
     elif method == "richardson":
         hs = h * 0.5 ** jnp.arange(levels, dtype=sdt)
         ts = jnp.concatenate([hs, -hs, jnp.zeros((1,), sdt)])
@@ -252,7 +278,7 @@ def _directional_impl(f, x, v, method, step, levels):
         amp = sum(abs(c) for c in coefs)
         pairs = []
         for F in jax.tree_util.tree_leaves(Fs):
-            hh = h.astype(F.dtype)
+            hh = h.astype(jnp.finfo(F.dtype).dtype)  # real, also for a complex f
             d1 = sum(c * F[pos[o]] for o, c in zip(offs, coefs, strict=True)) / hh
             d2 = sum(c * F[pos[2 * o]] for o, c in zip(offs, coefs, strict=True)) / (2 * hh)
             noise = eps * jnp.abs(F[pos[0.0]]) * amp / hh
@@ -308,7 +334,8 @@ def directional(
 
     Raises:
       ValueError: an unknown method, ``levels < 3``, or ``v`` not shaped like ``x``.
-      TypeError: integer leaves in ``x`` or in ``f``'s output, or a dtype mismatch.
+      TypeError: integer leaves in ``x`` or in ``f``'s output, a dtype mismatch, or complex
+        leaves in ``x`` or the output with ``method="complex"``.
 
     Example:
       >>> import chainrule as cr, jax.numpy as jnp
@@ -317,26 +344,51 @@ def directional(
       (True, True)
     """
     check_choice(method, METHODS, "finite-difference method")
-    if levels < 3:
-        raise ValueError(f"directional: levels must be >= 3 (found {levels}); the default is 6.")
+    levels = _check_levels(levels, "directional")
+    _check_step(step, "directional")
     x, v = _prepare(x, v)
-    return _directional_jit(f, x, v, method, step, int(levels))
+    return _directional_jit(f, x, v, method, step, levels)
+
+
+def _check_levels(levels: Any, what: str) -> int:
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 3:
+        raise ValueError(
+            f"{what}: levels must be >= 3 (an int), found {levels!r}; the default is "
+            f"{DEFAULT_LEVELS}."
+        )
+    return int(levels)
+
+
+def _check_step(step: Any, what: str) -> None:
+    """A concrete step must be finite and non-zero (a traced one is the caller's business)."""
+    if step is None or isinstance(step, jax.core.Tracer):
+        return
+    h = np.asarray(step)
+    if h.ndim != 0 or not np.isfinite(h) or h == 0:
+        raise ValueError(
+            f"{what}: step must be a finite, non-zero scalar, found {step!r}; or None for "
+            f"default_step."
+        )
 
 
 def _basis_impl(f, x, method, step, levels, chunk_size):
     flat, unravel = ravel_pytree(x)
     n = flat.shape[0]
+    if n == 0:
+        # no input scalars: an (M, 0) Jacobian, without evaluating an empty basis
+        out = jax.eval_shape(f, x)
+        fo = ravel_pytree(jax.tree.map(lambda o: jnp.zeros(o.shape, o.dtype), out))[0]
+        return (
+            jnp.zeros((fo.size, 0), fo.dtype),
+            jnp.zeros((fo.size, 0), jnp.finfo(fo.dtype).dtype),
+        )
 
     def col(i):
         e = unravel(jnp.zeros_like(flat).at[i].set(1))
         est, err = _directional_impl(f, x, e, method, step, levels)
         return ravel_pytree(est)[0], ravel_pytree(err)[0]
 
-    idx = jnp.arange(n)
-    if chunk_size is None:
-        est, err = jax.vmap(col)(idx)
-    else:
-        est, err = jax.lax.map(col, idx, batch_size=chunk_size)
+    est, err = map_chunked(col, jnp.arange(n), n, chunk_size)
     return est.T, err.T  # (out_size, in_size)
 
 
@@ -379,13 +431,19 @@ def jacobian(
       [[2.0, 0.0], [0.0, 4.0]]
     """
     check_choice(method, METHODS, "finite-difference method")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1
+    ):
         raise ValueError(
             f"jacobian: chunk_size must be a positive int or None, found {chunk_size!r}."
         )
+    levels = _check_levels(levels, "jacobian")
+    _check_step(step, "jacobian")
     x = jax.tree.map(jnp.asarray, x)
     check_differentiable(x, "x")
-    return _basis_jit(f, x, method, step, int(levels), chunk_size)
+    return _basis_jit(f, x, method, step, levels, None if chunk_size is None else int(chunk_size))
 
 
 def gradient(
