@@ -34,3 +34,25 @@ def dtype(request):
     import jax.numpy as jnp
 
     return jnp.dtype(request.param)
+
+
+@pytest.fixture(scope="module")
+def run_quick(tmp_path_factory):
+    """``run_quick("name")``: run ``configs/<name>_quick.yaml`` through the runner into a fresh
+    directory; returns the first sweep point's results (checks that a report was written)."""
+    pytest.importorskip("pydantic")
+    import json
+    from pathlib import Path
+
+    from chainrule.runner import run_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+
+    def run(name: str) -> dict:
+        run_dir = run_config(
+            configs / f"{name}_quick.yaml", out=tmp_path_factory.mktemp("runs"), show_progress=False
+        )
+        assert (run_dir / "report.md").is_file()
+        return json.loads((run_dir / "results.json").read_text())["points"][0]["results"]
+
+    return run

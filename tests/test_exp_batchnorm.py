@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-
-pytest.importorskip("pydantic")
-from chainrule.runner import run_config  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    run_dir = run_config(
-        ROOT / "configs" / "batchnorm_quick.yaml",
-        out=tmp_path_factory.mktemp("runs"),
-        show_progress=False,
-    )
-    assert (run_dir / "report.md").is_file()
-    return json.loads((run_dir / "results.json").read_text())["points"][0]["results"]
+def results(run_quick):
+    return run_quick("batchnorm")
 
 
 def test_running_statistics_converge(results):

@@ -3,29 +3,16 @@ to train at a learning rate where DeepNorm trains; the scanned stack matches net
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import pytest
 
-pytest.importorskip("pydantic")
-from chainrule import nets  # noqa: E402
-from chainrule.runner import run_config  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from chainrule import nets
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    run_dir = run_config(
-        ROOT / "configs" / "transformer_norms_quick.yaml",
-        out=tmp_path_factory.mktemp("runs"),
-        show_progress=False,
-    )
-    assert (run_dir / "report.md").is_file()
-    return json.loads((run_dir / "results.json").read_text())["points"][0]["results"]
+def results(run_quick):
+    return run_quick("transformer_norms")
 
 
 @pytest.mark.parametrize("wiring", ["post", "pre", "deep"])
