@@ -207,6 +207,54 @@ def _split_args(args: tuple, kwargs: dict, argnums: tuple[int, ...]) -> tuple[tu
     return diff, tuple(dynamic), static
 
 
+@functools.lru_cache(maxsize=256)
+def _fast_jit(impl: Callable, fun: Callable, head: tuple, nargs: int) -> Callable:
+    # Shared by every transform object made from the same (impl, fun, options): compiled once
+    # per function and shape signature, however often grad(f) is rebuilt.
+    static = _all_differentiated_static(nargs)
+    return jax.jit(lambda *diff: impl(fun, *head, diff, (), static))
+
+
+class _FastCalls:
+    """The fast path of a transform built once (``grad(f)``, ``jacobian(f)``, ...).
+
+    When every positional argument is differentiated, in order, no keyword is given and every
+    leaf already is a ``jax.Array`` (or tracer) — ``grad(loss)(params)`` — there is nothing to
+    partition: the call goes straight to one cached ``jax.jit`` with everything else bound, so
+    jit's C++ dispatch is nearly the only per-call cost, as for the raw JAX composition.
+    Anything else (and an unhashable ``fun``) takes the general path. Validation still
+    happens, at trace time, inside ``impl``.
+    """
+
+    __slots__ = ("impl", "fun", "head", "argnums", "hashable", "last")
+
+    def __init__(self, impl: Callable, fun: Callable, head: Callable, argnums: int | tuple):
+        # head(key) -> the static arguments of impl between fun and diff, for argnums key
+        self.impl, self.fun, self.argnums = impl, fun, argnums
+        key = 0 if isinstance(argnums, int) else argnums
+        self.head = head(key)
+        self.hashable = _is_hashable(fun)
+        self.last: tuple[int, Callable] | None = None
+
+    def applies(self, args: tuple, kwargs: dict) -> bool:
+        if kwargs or not self.hashable:
+            return False
+        n = len(args)
+        if isinstance(self.argnums, int):
+            if n != 1 or self.argnums != 0:
+                return False
+        elif self.argnums != tuple(range(n)):
+            return False
+        return all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(args))
+
+    def __call__(self, args: tuple) -> Any:
+        n = len(args)
+        last = self.last
+        if last is None or last[0] != n:
+            last = self.last = (n, _fast_jit(self.impl, self.fun, self.head, n))
+        return last[1](*args)
+
+
 def _rebuild(diff: tuple, dynamic: tuple, static: _Static, argnums: tuple[int, ...]):
     rest, kwargs = _combine(list(dynamic), static)
     args = list(rest)
@@ -539,8 +587,12 @@ def value_and_grad(
     """
     argnums = _canonical_argnums(argnums, "value_and_grad")
 
+    fast = _FastCalls(_vg_impl, fun, lambda key: (key, has_aux, holomorphic), argnums)
+
     @functools.wraps(fun)
     def value_and_grad_fn(*args: Any, **kwargs: Any):
+        if fast.applies(args, kwargs):
+            return fast(args)
         return _value_and_grad_call(fun, argnums, has_aux, holomorphic, args, kwargs)
 
     return value_and_grad_fn
@@ -576,9 +628,12 @@ def grad(
       [2.0, -2.0]
     """
     argnums = _canonical_argnums(argnums, "grad")
+    fast = _FastCalls(_g_impl, fun, lambda key: (key, has_aux, holomorphic), argnums)
 
     @functools.wraps(fun)
     def grad_fn(*args: Any, **kwargs: Any):
+        if fast.applies(args, kwargs):
+            return fast(args)
         nums = _normalize_argnums(argnums, len(args), "grad")
         diff, dynamic, static = _split_args(args, kwargs, nums)
         key = nums if not isinstance(argnums, int) else nums[0]
@@ -835,8 +890,14 @@ def jacobian(
     chunk_size = _check_chunk_size(chunk_size)
     argnums = _canonical_argnums(argnums, "jacobian")
 
+    fast = _FastCalls(
+        _jacobian_impl, fun, lambda key: (mode, key, chunk_size, has_aux, holomorphic), argnums
+    )
+
     @functools.wraps(fun)
     def jacobian_fn(*args: Any, **kwargs: Any):
+        if fast.applies(args, kwargs):
+            return fast(args)
         nums = _normalize_argnums(argnums, len(args), "jacobian")
         diff, dynamic, static = _split_args(args, kwargs, nums)
         key = nums[0] if isinstance(argnums, int) else nums
@@ -1037,9 +1098,12 @@ def hessian(
     """
     chunk_size = _check_chunk_size(chunk_size)
     argnums = _canonical_argnums(argnums, "hessian")
+    fast = _FastCalls(_hessian_impl, fun, lambda key: (key, chunk_size), argnums)
 
     @functools.wraps(fun)
     def hessian_fn(*args: Any, **kwargs: Any):
+        if fast.applies(args, kwargs):
+            return fast(args)
         nums = _normalize_argnums(argnums, len(args), "hessian")
         diff, dynamic, static = _split_args(args, kwargs, nums)
         key = nums[0] if isinstance(argnums, int) else nums
