@@ -535,7 +535,6 @@ def _richardson_np(F: np.ndarray, h0: np.ndarray, eps: float, levels: int):
         Fk = F[k]
         h = F.dtype.type(h0[k])
         with np.errstate(invalid="ignore", over="ignore"):
-            C = (A @ Fk) / h
             E = np.maximum(np.abs(BL @ Fk), np.abs(BR @ Fk)) / h
             floor = (eps / h) * (_floor_scale(np.abs(Fk), levels, np) + tiny)
             E = np.maximum(E, amp[:, None] * floor)
@@ -549,7 +548,9 @@ def _richardson_np(F: np.ndarray, h0: np.ndarray, eps: float, levels: int):
                 np.isfinite(m[:, 0]), ms[:, 0] * np.sqrt(np.sum((E / ms) ** 2, 1)), np.inf
             )
         i = int(np.argmin(score))
-        ests.append(C[i].astype(np.float64))
+        with np.errstate(invalid="ignore", over="ignore"):
+            est = (A[i] @ Fk) / h  # only the chosen candidate is formed
+        ests.append(est.astype(np.float64))
         errs.append(E[i].astype(np.float64))
     return np.stack(ests), np.stack(errs)
 
