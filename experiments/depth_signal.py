@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -45,8 +45,8 @@ X64 = True  # float64 keeps 1e-100 and 1e+100 finite, so exploding pairs stay re
 
 Activation = Literal["sigmoid", "tanh", "relu"]
 Initializer = Literal["normal", "small_uniform", "lecun", "xavier", "he", "orthogonal"]
-ALL_ACTIVATIONS: list[str] = ["sigmoid", "tanh", "relu"]
-ALL_INITIALIZERS: list[str] = ["normal", "small_uniform", "lecun", "xavier", "he", "orthogonal"]
+ALL_ACTIVATIONS: list[str] = list(get_args(Activation))
+ALL_INITIALIZERS: list[str] = list(get_args(Initializer))
 
 INIT_LABELS = {
     "normal": "N(0, 1)",

@@ -24,7 +24,7 @@ The tanh point on the critical line is computed, not looked up: for the chosen `
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,7 @@ DESCRIPTION = (
 )
 
 Config = Literal["tanh_orthogonal", "tanh_gaussian", "relu_orthogonal", "relu_gaussian"]
-ALL_CONFIGS: list[str] = ["tanh_orthogonal", "tanh_gaussian", "relu_orthogonal", "relu_gaussian"]
+ALL_CONFIGS: list[str] = list(get_args(Config))
 LABELS = {
     "tanh_orthogonal": "tanh + orthogonal (critical)",
     "tanh_gaussian": "tanh + Gaussian (critical)",

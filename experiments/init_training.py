@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,7 @@ DESCRIPTION = (
 )
 
 Init = Literal["he", "xavier", "naive_normal", "naive_small"]
-ALL_INITS: list[str] = ["he", "xavier", "naive_normal", "naive_small"]
+ALL_INITS: list[str] = list(get_args(Init))
 LABELS = {
     "he": "He (2/fan_in)",
     "xavier": "Xavier (2/(fan_in+fan_out))",

@@ -33,7 +33,7 @@ exploding gradients through time.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +49,7 @@ DESCRIPTION = (
 )
 
 Init = Literal["gaussian", "orthogonal", "identity"]
-ALL_INITS: list[str] = ["gaussian", "orthogonal", "identity"]
+ALL_INITS: list[str] = list(get_args(Init))
 LABELS = {"gaussian": "Gaussian N(0, 1/n)", "orthogonal": "orthogonal", "identity": "identity"}
 
 

@@ -24,7 +24,7 @@ geometrically (ReLU with Xavier weights: by sqrt(1/2) per layer).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,7 @@ DESCRIPTION = (
 X64 = True  # float64 keeps the plain network's 2^-L/2 gradients far from underflow
 
 Variant = Literal["plain", "residual", "residual_scaled"]
-ALL_VARIANTS: list[str] = ["plain", "residual", "residual_scaled"]
+ALL_VARIANTS: list[str] = list(get_args(Variant))
 LABELS = {
     "plain": "plain",
     "residual": "residual h + F(h)",
