@@ -288,16 +288,15 @@ def run(params: Params, ctx) -> dict:
 
 
 def plot(results: dict, params: Params) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figures built directly: no pyplot, so no global backend switch and no figure registry.
+    from matplotlib.figure import Figure
 
     figs = {}
     jac = results["tables"]["jacobian"]
     ratio = [r["N"] / r["M"] for r in jac]
     ck = params.chunk_size
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for name, style in (
         ("fwd", "o-"),
         ("rev", "s-"),
@@ -321,7 +320,8 @@ def plot(results: dict, params: Params) -> dict:
     figs["jacobian"] = fig
 
     hv = results["tables"]["hvp"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.bar([r["op"] for r in hv], [r["median_ms"] for r in hv])
     ax.set_ylabel("median time (ms)")
     ax.set_title(f"HVP compositions vs one gradient ({hv[0]['params']} params)")
@@ -329,7 +329,8 @@ def plot(results: dict, params: Params) -> dict:
     figs["hvp"] = fig
 
     res = results["tables"]["residuals"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for ck_flag, label in ((False, "plain"), (True, "jax.checkpoint per layer")):
         rr = [r for r in res if r["checkpoint"] == ck_flag]
         ax.plot([r["depth"] for r in rr], [r["activation_bytes"] for r in rr], "o-", label=label)

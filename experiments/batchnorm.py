@@ -328,14 +328,13 @@ def run(params: Params, ctx) -> dict:
 
 
 def plot(results: dict, params: Params) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figures built directly: no pyplot, so no global backend switch and no figure registry.
+    from matplotlib.figure import Figure
 
     figs = {}
     st = results["running_stats"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.plot(st["mean_err"], label="|running mean - mu| / sigma")
     ax.plot(st["var_err"], label="|running var / sigma^2 - 1|")
     ax.axhline(st["ema_noise_floor"], color="gray", ls=":", label="EMA noise level")
@@ -347,7 +346,8 @@ def plot(results: dict, params: Params) -> dict:
     figs["running_stats"] = fig
 
     small = results["tables"]["small_batch"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for norm in params.norms:
         rr = [r for r in small if r["norm"] == norm]
         axes[0].plot([r["batch"] for r in rr], [r["eval_accuracy"] for r in rr], "o-", label=norm)
@@ -364,7 +364,8 @@ def plot(results: dict, params: Params) -> dict:
     fig.tight_layout()
     figs["small_batch"] = fig
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     colors = {"plain": "C3", "bn": "C0", "ln": "C2"}
     styles = ["--", "-", ":", "-."]
     for r in results["depth_grads"]:

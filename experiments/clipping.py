@@ -162,12 +162,11 @@ def run(params: Params, ctx) -> dict:
 
 
 def plot(results: dict, params: Params) -> dict:
-    import matplotlib
+    # Figures built directly: no pyplot, so no global backend switch and no figure registry.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for name, style in (("no_clip", "r-"), ("clip", "b-")):
         c = results["curves"][name]
         steps = np.arange(len(c["loss"]))

@@ -283,14 +283,13 @@ def run(params: Params, ctx) -> dict:
 
 
 def plot(results: dict, params: Params) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figures built directly: no pyplot, so no global backend switch and no figure registry.
+    from matplotlib.figure import Figure
 
     figs = {}
     ws = params.wirings
-    fig, axes = plt.subplots(1, len(ws), figsize=(4.2 * len(ws), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(ws), 3.6))
+    axes = fig.subplots(1, len(ws), squeeze=False)
     for ax, w in zip(axes[0], ws, strict=True):
         for prof in results["profiles"]:
             if prof["wiring"] != w:
@@ -305,7 +304,8 @@ def plot(results: dict, params: Params) -> dict:
     fig.tight_layout()
     figs["init_grads"] = fig
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     colors = {"post": "C3", "pre": "C0", "deep": "C2"}
     for c in results["curves"]:
         loss = np.array([np.nan if v is None else v for v in c["loss"]], float)
