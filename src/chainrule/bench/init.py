@@ -18,7 +18,7 @@ Rows: ``suite="init"``, ``name``, ``impl`` (``chainrule`` or ``jax``), ``ms`` (m
 ``compile_ms``, ``melem_per_s`` (output elements per second, millions), ``shape``, ``dtype``,
 ``device``, and on chainrule's rows ``ratio`` = chainrule / jax median time (target ~1).
 
-Run: ``python -m chainrule.bench.init [--quick]``.
+Run: ``chainrule bench init [--quick]`` (or ``python -m chainrule.bench.init``).
 """
 
 from __future__ import annotations
@@ -136,18 +136,8 @@ def suite(quick: bool = False) -> list[dict]:
     return rows
 
 
-def _main(argv: list[str]) -> None:
-    quick = "--quick" in argv
-    rows = suite(quick=quick)
-    print(f"init suite ({'quick' if quick else 'full'}) on {rows[0]['device']}")
-    print(f"{'name':24} {'shape':>14} {'dtype':>8} {'impl':>10} {'ms':>9} {'Melem/s':>9} ratio")
-    for r in rows:
-        ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
-        print(
-            f"{r['name']:24} {r['shape']:>14} {r['dtype']:>8} {r['impl']:>10} "
-            f"{r['ms']:9.3f} {r['melem_per_s']:9.1f} {ratio}"
-        )
-
-
 if __name__ == "__main__":
-    _main(sys.argv[1:])
+    # One table printer for every suite: the bench CLI's.
+    from chainrule.bench.cli import main
+
+    sys.exit(main(["init", *sys.argv[1:]]))

@@ -12,7 +12,7 @@ Rows: ``suite="norm"``, ``name`` (``layer_norm``/``batch_norm``), ``impl`` (``ch
 traffic of three tensors of x's size: read x, read dy, write dx), ``shape``, ``device``, and on
 chainrule's rows ``ratio`` = chainrule / flax median time (target <= 1).
 
-Run: ``python -m chainrule.bench.norm [--quick]``.
+Run: ``chainrule bench norm [--quick]`` (or ``python -m chainrule.bench.norm``).
 """
 
 from __future__ import annotations
@@ -151,17 +151,8 @@ def suite(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    rows = suite(quick="--quick" in argv)
-    print(f"{'name':11} {'impl':9} {'ms':>9} {'min ms':>9} {'GB/s':>8} {'ratio':>6}  shape, device")
-    for row in rows:
-        ratio = f"{row['ratio']:.3f}" if "ratio" in row else ""
-        print(
-            f"{row['name']:11} {row['impl']:9} {row['ms']:9.3f} {row['min_ms']:9.3f} "
-            f"{row['gbps']:8.1f} {ratio:>6}  {row['shape']}, {row['device']}"
-        )
-
-
 if __name__ == "__main__":
-    main()
+    # One table printer for every suite: the bench CLI's.
+    from chainrule.bench.cli import main
+
+    sys.exit(main(["norm", *sys.argv[1:]]))
