@@ -261,3 +261,19 @@ def test_rev_over_fwd_of_custom_vjp_is_skipped_and_integer_args_explained():
     assert rep["hvp[rev-over-fwd]"].status == "skipped", rep.summary()
     with pytest.raises(TypeError, match=r"args\[1\]\['n'\].*closing over it"):
         cr.check_grads(lambda a, p: a * p["n"], (jnp.ones(2), {"n": jnp.arange(2)}))
+
+
+def test_compile_options_fall_back_when_xla_lacks_the_cpu_flag(monkeypatch):
+    # the CPU flag is an XLA internal: an XLA that does not know it must still check, without it
+    import chainrule.check as C
+
+    monkeypatch.setattr(C, "_CPU_FAST", {"xla_cpu_no_such_flag_for_chainrule": False})
+    jitted = C._fast_jit(lambda x, n: x * n, (1,), optimize=False)
+    if jax.default_backend() == "cpu":
+        assert "xla_cpu_no_such_flag_for_chainrule" in jitted.state["opts"]
+    np.testing.assert_allclose(jitted(jnp.arange(3.0), 2), [0.0, 2.0, 4.0])
+    assert "xla_cpu_no_such_flag_for_chainrule" not in (jitted.state["opts"] or {})
+    # a real error is not swallowed by the fallback
+    bad = C._fast_jit(lambda x: x @ x, (), optimize=True)
+    with pytest.raises(TypeError):
+        bad(jnp.ones((2, 3)))

@@ -398,32 +398,74 @@ def _eval_impl(f, args, vs, us, u0, ts, tts, cfg):
     return res
 
 
-def _compiled_fast(impl: Callable, static_argnums: tuple[int, ...]) -> Callable:
-    """Like ``chainrule.ad._compiled`` (``fun`` static, one cached jit), compiled at XLA's
-    backend optimisation level 0 (and, on a GPU, without GEMM autotuning) when
-    ``CHAINRULE_CHECK_O0`` is not "0": a check runs its program a few times but compiles it
-    once per function, and on CPU the LLVM passes are most of a cold check's time, while the
-    matmuls are library calls either way."""
+# XLA:CPU's fusion emitters (its default since 2025) spend ~0.35 s more compiling a check's
+# program than the older IR emitters, for a program that then runs a few times: off for checks.
+_CPU_FAST = {"xla_cpu_use_fusion_emitters": False}
+
+
+def _compile_options(optimize: bool, cpu_fast: bool = True) -> dict[str, Any] | None:
+    """Compiler options for a check's programs, or None with ``CHAINRULE_CHECK_O0=0``.
+
+    A check runs its program a few times but compiles it once per function: without
+    ``optimize``, XLA's backend optimisation level 0 (LLVM passes are most of a cold check's
+    time on the CPU, while the matmuls are library calls either way) and, on a GPU, no GEMM
+    autotuning (it tries algorithms per distinct matmul shape at compile time). On the CPU the
+    IR emitters in either case.
+    """
     import os
 
-    opts: dict[str, Any] | None = None
-    if os.environ.get("CHAINRULE_CHECK_O0", "1") != "0":
-        opts = {"xla_backend_optimization_level": 0}
-        if jax.default_backend() == "gpu":
-            # GEMM autotuning tries algorithms per distinct matmul shape at compile time: for a
-            # program run a handful of times that is time spent for nothing.
-            opts["xla_gpu_autotune_level"] = 0
-    jitted = jax.jit(impl, static_argnums=(0, *static_argnums), compiler_options=opts)
+    if os.environ.get("CHAINRULE_CHECK_O0", "1") == "0":
+        return None
+    opts: dict[str, Any] = {} if optimize else {"xla_backend_optimization_level": 0}
+    backend = jax.default_backend()
+    if backend == "gpu" and not optimize:
+        opts["xla_gpu_autotune_level"] = 0
+    elif backend == "cpu" and cpu_fast:
+        opts.update(_CPU_FAST)
+    return opts or None
+
+
+def _fast_jit(impl: Callable, static_argnums: tuple[int, ...], optimize: bool) -> Callable:
+    """``jax.jit(impl)`` with :func:`_compile_options`; an XLA without the CPU flag (older or
+    newer than the one it was measured on: "No such compile option") gets the other options.
+    ``call.jit(f, static_argnums)`` builds another jit with the same options."""
+    state: dict[str, Any] = {}
+
+    def build(opts):
+        state["opts"] = opts
+        state["jitted"] = jax.jit(impl, static_argnums=static_argnums, compiler_options=opts)
+
+    def jit(fn: Callable, static: tuple[int, ...]) -> Callable:
+        return jax.jit(fn, static_argnums=static, compiler_options=state["opts"])
+
+    def call(*args: Any, _run: Callable | None = None) -> Any:
+        run = _run or (lambda: state["jitted"](*args))
+        try:
+            return run()
+        except jax.errors.JaxRuntimeError as e:
+            fallback = _compile_options(optimize, cpu_fast=False)
+            if "No such compile option" not in str(e) or state["opts"] == fallback:
+                raise
+        build(fallback)
+        return run()
+
+    build(_compile_options(optimize))
+    call.jit = jit  # type: ignore[attr-defined]
+    call.state = state  # type: ignore[attr-defined]
+    return call
+
+
+def _compiled_fast(impl: Callable, static_argnums: tuple[int, ...]) -> Callable:
+    """Like ``chainrule.ad._compiled`` (``fun`` static, one cached jit), with the unoptimised
+    options of :func:`_compile_options`."""
+    jitted = _fast_jit(impl, (0, *static_argnums), optimize=False)
+    tail = tuple(i - 1 for i in static_argnums)
 
     def call(fun: Callable, *args: Any) -> Any:
         if _hashable(fun):
             return jitted(fun, *args)
-        tail = tuple(i - 1 for i in static_argnums)
-        return jax.jit(functools.partial(impl, fun), static_argnums=tail, compiler_options=opts)(
-            *args
-        )
+        return jitted(_run=lambda: jitted.jit(functools.partial(impl, fun), tail)(*args))
 
-    call.jitted = jitted  # type: ignore[attr-defined]
     return call
 
 
@@ -555,10 +597,13 @@ def _richardson_np(F: np.ndarray, h0: np.ndarray, eps: float, levels: int):
     return np.stack(ests), np.stack(errs)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _richardson_dev(F: jax.Array, h0: jax.Array, eps: float, levels: int):
-    # compiled once per (shape, dtype, levels), independent of f: shared by every check
+def _richardson_dev_impl(F: jax.Array, h0: jax.Array, eps: float, levels: int):
+    # compiled once per (shape, dtype, levels), independent of f: shared by every check; an
+    # elementwise kernel, so optimised (at level 0 on the CPU it runs 10x slower)
     return jax.vmap(_richardson_table, in_axes=(0, 0, None, None))(F, h0, eps, levels)
+
+
+_richardson_dev = _fast_jit(_richardson_dev_impl, (2, 3), optimize=True)
 
 
 _HOST_MAX = 1 << 18  # line values up to this size are combined in NumPy (no compilation)
