@@ -251,6 +251,37 @@ def test_two_pass_is_stable():
     assert np.any(np.abs(np.asarray(y_flax, np.float64).var(-1) - 1) > 1e-2)
 
 
+@pytest.mark.parametrize("axis", [-1, 0, (0, 2)])
+def test_stable_forward_and_backward_over_any_axes(axis):
+    """Mean 1e4, spread 1e-2, float32: output and VJP against float64 on the same data, for
+    trailing and leading reduced axes (two spellings of the kernel, see _centered)."""
+    x = _rand(21, (16, 8, 32), jnp.float32, loc=1e4, scale=1e-2)
+    g = _rand(22, (16, 8, 32), jnp.float32)
+    eps = 1e-10
+    y, pull = jax.vjp(lambda x: crn.layer_norm(x, axis=axis, eps=eps), x)
+    (dx,) = pull(g)
+    ax = (axis,) if isinstance(axis, int) else axis
+    x64, g64 = np.asarray(x, np.float64), np.asarray(g, np.float64)
+    d = x64 - x64.mean(ax, keepdims=True)
+    r = 1 / np.sqrt((d * d).mean(ax, keepdims=True) + eps)
+    ref_y = d * r
+    ref_dx = r * (g64 - g64.mean(ax, keepdims=True)) - d * r**3 * (d * g64).mean(ax, keepdims=True)
+    np.testing.assert_allclose(np.asarray(y), ref_y, atol=_tol(jnp.float32, 64) * 4)
+    np.testing.assert_allclose(
+        np.asarray(dx), ref_dx, atol=_tol(jnp.float32, 64) * np.abs(ref_dx).max()
+    )
+    # batch norm with the same axes as its batch axes: the same numbers
+    feat = tuple(a for a in range(3) if a not in tuple(a % 3 for a in ax))
+    _, state = crn.batch_norm_init(tuple(x.shape[a] for a in feat))
+    yb, pull_b = jax.vjp(
+        lambda x: crn.batch_norm(x, None, state, training=True, axis=feat, eps=eps)[0], x
+    )
+    np.testing.assert_allclose(np.asarray(yb), ref_y, atol=_tol(jnp.float32, 64) * 4)
+    np.testing.assert_allclose(
+        np.asarray(pull_b(g)[0]), ref_dx, atol=_tol(jnp.float32, 64) * np.abs(ref_dx).max()
+    )
+
+
 @pytest.mark.parametrize("half", ["bfloat16", "float16"])
 def test_half_precision_reduces_in_float32(half):
     x = _rand(8, (4, 64), jnp.float32, loc=3.0).astype(half)
@@ -321,7 +352,9 @@ def test_second_order_through_every_rule():
     def f(x, p):
         # Layer norm (centered) and RMS norm (uncentered) cover both branches of the rule that
         # batch norm shares; the product makes the second derivative mix them.
-        return jnp.sin(crn.layer_norm(x, p)) * crn.rms_norm(x, {"scale": p["scale"]})
+        # Batch norm (statistics over the leading axis) takes the other spelling of the rule.
+        bn = crn.batch_norm(x, p, {"mean": p["bias"], "var": p["scale"] ** 2}, training=True)[0]
+        return jnp.sin(crn.layer_norm(x, p)) * crn.rms_norm(x, {"scale": p["scale"]}) + bn**3
 
     # jax's float64 tolerance (1e-5) bounds the truncation error of its central differences
     # (step 1e-4 at order 2: O(h^2) times the third derivative) plus roundoff.

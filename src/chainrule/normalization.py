@@ -181,7 +181,8 @@ def _normalize(x, axes, eps, center, axis_name, groups):
 
 
 def _centered(x, axes, center, axis_name, groups):
-    """Stable statistics: ``(e, c, mean, var)`` with the centered input ``d = e - c``.
+    """Stable statistics: ``(e, e2, c, mean, var)``; ``e`` and ``e2`` are both ``x - m`` and
+    the centered input is ``d = e - c``.
 
     The mean is carried in two parts so that ``d`` is accurate even when the float32 mean
     itself cannot be (a mean of 1e4 is only known to ulp(1e4) ~ 1e-3, a tenth of a spread of
@@ -191,31 +192,47 @@ def _centered(x, axes, center, axis_name, groups):
       the normalized axes; averaged over devices under ``axis_name``). ``x - k`` is exact for
       ``x`` near ``k`` (Sterbenz) and small, so ``a = <x - k>`` carries no cancellation.
       ``m = k + a`` is rounded; ``c = a - (m - k)`` is that rounding error, exactly.
-    * pass 2 averages ``e^2`` with ``e = x - m``; then ``d = e - c`` and
-      ``var = <e^2> - c^2`` (the corrected two-pass formula of Chan, Golub & LeVeque, 1983;
-      ``c`` is below half an ulp of the mean, so the subtraction loses nothing).
+    * pass 2 averages ``(x - m)^2``; then ``var = <(x - m)^2> - c^2`` (the corrected two-pass
+      formula of Chan, Golub & LeVeque, 1983; ``c`` is below half an ulp of the mean, so the
+      subtraction loses nothing).
 
-    Never ``E[x^2] - E[x]^2``. ``e`` (not ``d``) is what the reductions read, so the backward
-    shares one full-size intermediate with the forward instead of two. ``center=False`` (RMS
-    norm): ``e = x``, ``c = 0``, ``var = <x^2>``.
+    Never ``E[x^2] - E[x]^2``. ``center=False`` (RMS norm): ``e = x``, ``c = 0``,
+    ``var = <x^2>``.
+
+    Why two spellings of ``x - m``: every reduction over ``x`` should read ``x`` itself, not a
+    full-size ``x - m`` written to memory first. When the last axis is reduced (layer norm),
+    XLA:CPU fuses the statistics, the normalization and its backward into one YNNPACK kernel
+    per row block with one shared ``e``. When only leading axes are (batch norm), it fuses an
+    elementwise producer into a reduction only if nothing else uses it, and CSE merges equal
+    expressions: pass 2 reads ``x + (-m)``, and the tangent rule reduces one spelling
+    (``e2 = x - (m + 0 c)``, equal to ``x - m``) while its elementwise terms use the other, so
+    no ``x - m`` is shared (forward+backward 128 MB of traffic at 4096x1024 float32 instead
+    of 176 MB; bench/norm.py).
     """
     if not center:
         ms = _pmean(jnp.mean(x * x, axes, keepdims=True), axis_name, groups)
         zero = jnp.zeros((1,) * x.ndim, x.dtype)
-        return x, zero, zero, ms
+        return x, x, zero, zero, ms
     k = x[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))]
     k = _pmean(k, axis_name, groups)
     a = _pmean(jnp.mean(x - k, axes, keepdims=True), axis_name, groups)
     m = k + a
     c = a - (m - k)
-    e = x - m
-    q = _pmean(jnp.mean(e * e, axes, keepdims=True), axis_name, groups)
-    return e, c, m + c, jnp.maximum(q - c * c, 0.0)
+    if x.ndim - 1 in axes:
+        e = e2 = x - m
+        q = jnp.mean(e * e, axes, keepdims=True)
+    else:
+        e = x - m
+        e2 = x - (m + 0.0 * c)  # 0 * c is not folded (it would be NaN for an infinite c)
+        q = jnp.mean(jnp.square(x + (-m)), axes, keepdims=True)
+    q = _pmean(q, axis_name, groups)
+    return e, e2, c, m + c, jnp.maximum(q - c * c, 0.0)
 
 
 def _normalize_impl(x, axes, eps, center, axis_name, groups):
-    e, c, mean, var = _centered(x, axes, center, axis_name, groups)
-    return (e - c) * lax.rsqrt(var + eps), mean, var
+    e, e2, c, mean, var = _centered(x, axes, center, axis_name, groups)
+    r = lax.rsqrt(var + eps)
+    return (e2 - c) * r if e is e2 else e2 * r - c * r, mean, var
 
 
 @_normalize.defjvp
@@ -225,29 +242,33 @@ def _normalize_jvp(axes, eps, center, axis_name, groups, primals, tangents):
     #     dy = r * dx - r * <dx> - d * (r^3 * <d * dx>)        (layer/batch norm)
     #     dy = r * dx - x * (r^3 * <x * dx>)                   (RMS norm: d = x, no <dx> term)
     # and the statistics have dmu = <dx>, dvar = 2 <d * dx> (the <dx> term cancels: <d> = 0).
-    # <d dx> is computed as <e dx> - c <dx> (d = e - c, see _centered).
+    # With d = e - c (see _centered): <d dx> = <e2 dx> - c <dx>, d * s = e * s - c * s.
     # The rule is linear in dx, so JAX transposes it for reverse mode into the closed-form
     # backward dx = r * (g - <g>) - d * (r^3 <d g>): two reductions that read only x and g
     # and one elementwise pass that writes dx. The per-feature factors r, r^3 are applied to
-    # the reduced vectors, never to full-size arrays, so no full-size intermediate other than
-    # e is shared between consumers and XLA fuses each reduction with its producers. An
-    # earlier rule written in terms of y made XLA:CPU materialize three full-size
-    # intermediates in batch norm's VJP (1.2-1.5x slower than flax); see bench/norm.py.
+    # the reduced vectors, never to full-size arrays, so XLA fuses each reduction with its
+    # producers. An earlier rule written in terms of y made XLA:CPU materialize three
+    # full-size intermediates in batch norm's VJP (1.2-1.5x slower than flax).
     (x,) = primals
     (dx,) = tangents
-    e, c, mean, var = _centered(x, axes, center, axis_name, groups)
+    e, e2, c, mean, var = _centered(x, axes, center, axis_name, groups)
     r = lax.rsqrt(var + eps)
-    d = e - c
-    s2 = _pmean(jnp.mean(e * dx, axes, keepdims=True), axis_name, groups)
+    r3 = r * r * r
+    t = _pmean(jnp.mean(e2 * dx, axes, keepdims=True), axis_name, groups)
     if center:
         s1 = _pmean(jnp.mean(dx, axes, keepdims=True), axis_name, groups)
-        s2 = s2 - c * s1
-        dy = r * dx - r * s1 - d * (r * r * r * s2)
+        s2 = t - c * s1
+        if e is e2:
+            dy = r * dx - r * s1 - (e - c) * (r3 * s2)
+        else:
+            dy = r * dx - (r * s1 - c * r3 * s2) - e * (r3 * s2)
         dmean = s1
     else:
-        dy = r * dx - d * (r * r * r * s2)
+        s2 = t
+        dy = r * dx - e * (r3 * s2)
         dmean = jnp.zeros_like(mean)
-    return (d * r, mean, var), (dy, dmean, 2.0 * s2)
+    y = (e2 - c) * r if e is e2 else e2 * r - c * r
+    return (y, mean, var), (dy, dmean, 2.0 * s2)
 
 
 def _affine(y, params, ndim, feature_axes, cdtype):
