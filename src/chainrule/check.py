@@ -491,9 +491,21 @@ def _directions(tree: PyTree, K: int, seed: int, key: jax.Array | None, salt: in
             for k, x in zip(keys, leaves, strict=False)
         ]
     else:
-        rng = np.random.default_rng([int(seed), salt])
-        out = [rng.standard_normal((K, *x.shape)).astype(x.dtype) for x in leaves]
+        shapes = tuple((tuple(np.shape(x)), np.dtype(jnp.result_type(x)).name) for x in leaves)
+        out = list(_seeded_normals(shapes, K, int(seed), salt))
     return treedef.unflatten(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _seeded_normals(shapes: tuple, K: int, seed: int, salt: int) -> tuple[np.ndarray, ...]:
+    # A repeated check (a second point, same shapes) draws the same directions: drawing ~1e5
+    # normals costs a few ms per check, as much as the rest of the host side. Read-only, as
+    # they are shared between checks.
+    rng = np.random.default_rng([seed, salt])
+    out = tuple(rng.standard_normal((K, *shape)).astype(dt) for shape, dt in shapes)
+    for x in out:
+        x.flags.writeable = False
+    return out
 
 
 def _rms_np(leaves: list[np.ndarray], axis0: bool = False) -> np.ndarray:
@@ -533,7 +545,9 @@ def _scale_dirs(vs: PyTree, scales: list[float]) -> PyTree:
     )
 
 
-def _steps(args: tuple, vs: PyTree, cfg: _Cfg, eps: float, tdtype) -> tuple[np.ndarray, ...]:
+def _steps(
+    args: tuple, vs: PyTree, cfg: _Cfg, eps: float, tdtype, scales: list[float] | None = None
+) -> tuple[np.ndarray, ...]:
     """Per direction: the largest step h0 of the ladder and the (K, 2L+1) line parameters.
 
     ``h0 = 2 eps^(1/7) / rms(v / scale)`` over the non-zero leaves of ``v``: with directions
@@ -541,7 +555,7 @@ def _steps(args: tuple, vs: PyTree, cfg: _Cfg, eps: float, tdtype) -> tuple[np.n
     ``2 eps^(1/7)`` of its own size at the top of the ladder (0.2 in float32, 0.012 in float64),
     halving ``levels - 1`` times.
     """
-    scales = _leaf_scales(args)
+    scales = _leaf_scales(args) if scales is None else scales
     vl = _np_leaves(vs)
     K = vl[0].shape[0]
     sq = np.zeros(K)
@@ -600,6 +614,8 @@ def _richardson_np(F: np.ndarray, h0: np.ndarray, eps: float, levels: int):
 def _richardson_dev_impl(F: jax.Array, h0: jax.Array, eps: float, levels: int):
     # compiled once per (shape, dtype, levels), independent of f: shared by every check; an
     # elementwise kernel, so optimised (at level 0 on the CPU it runs 10x slower)
+    K, T = F.shape[:2]
+    F = F.reshape(K, T, -1)  # here, not eagerly: an eager reshape is a dispatch of its own
     return jax.vmap(_richardson_table, in_axes=(0, 0, None, None))(F, h0, eps, levels)
 
 
@@ -617,7 +633,7 @@ def _fd_tree(Ftree: PyTree, h0, eps, levels) -> tuple[list[np.ndarray], list[np.
         if F.size <= _HOST_MAX:
             e, r = _richardson_np(np.asarray(F).reshape(K, T, -1), h0, eps, levels)
         else:
-            e, r = _richardson_dev(F.reshape(K, T, -1), jnp.asarray(h0), eps, levels)
+            e, r = _richardson_dev(F, h0, eps, levels)
         ests.append(np.asarray(e, np.float64))
         errs.append(np.asarray(r, np.float64))
     return ests, errs
@@ -858,12 +874,13 @@ def _run_checks(
     tdtype = np.dtype(np.float32) if eps > 1e-10 else np.dtype(np.float64)
     W = tree_size(args)
     K = num_directions
-    vs = _scale_dirs(_directions(args, K, seed, key, 0), _leaf_scales(args))
+    scales = _leaf_scales(args)
+    vs = _scale_dirs(_directions(args, K, seed, key, 0), scales)
     us = _directions(out, K, seed, key, 1)
     u0 = (
         None if _is_scalar(out) else jax.tree.map(lambda u: u[0], _directions(out, 1, seed, key, 2))
     )
-    h0, ts, tts = _steps(args, vs, cfg, eps, tdtype)
+    h0, ts, tts = _steps(args, vs, cfg, eps, tdtype, scales)
     in_paths = [p for p, _ in leaf_paths(args, "args")]
     in_shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(args)]
     out_paths = [p for p, _ in leaf_paths(out, "out")]
