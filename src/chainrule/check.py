@@ -613,7 +613,7 @@ def _richardson_np(F: np.ndarray, h0: np.ndarray, eps: float, levels: int):
 
 def _richardson_dev_impl(F: jax.Array, h0: jax.Array, eps: float, levels: int):
     # compiled once per (shape, dtype, levels), independent of f: shared by every check; an
-    # elementwise kernel, so optimised (at level 0 on the CPU it runs 10x slower)
+    # elementwise kernel, so optimised (at level 0 on the CPU it runs 2x slower)
     K, T = F.shape[:2]
     F = F.reshape(K, T, -1)  # here, not eagerly: an eager reshape is a dispatch of its own
     return jax.vmap(_richardson_table, in_axes=(0, 0, None, None))(F, h0, eps, levels)
