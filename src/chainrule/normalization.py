@@ -571,7 +571,8 @@ def batch_norm(
       TypeError: a non-boolean ``training`` or a non-floating input.
 
     Cost: training is two passes over ``x`` for the statistics plus one to normalize; the
-    backward reads ``x`` and ``dy`` once and writes ``dx``. Inference is one pass.
+    backward is two reductions (over ``dy``, and over ``x`` and ``dy`` together) and one pass
+    that writes ``dx``, with no full-size intermediate. Inference is one pass.
 
     Example:
       >>> import jax.numpy as jnp
