@@ -12,9 +12,11 @@ def results(run_quick):
 
 def test_forward_for_tall_reverse_for_wide(results):
     s = results["summary"]
-    # 4 x 1024 and 1024 x 4: 4 passes against 1024 passes; a 5x margin absorbs timing noise.
-    assert s["tall_rev_over_fwd"] > 5
-    assert s["wide_fwd_over_rev"] > 5
+    # 4 x 1024 and 1024 x 4: 4 passes against 1024 passes, vmapped into matmuls, measured at
+    # 5-10x on 2 busy cores (4.9x once, under the parallel test run); a 3x margin still tells
+    # the modes apart, and swapping them would read below 1.
+    assert s["tall_rev_over_fwd"] > 3
+    assert s["wide_fwd_over_rev"] > 3
     assert (s["tall_auto_mode"], s["wide_auto_mode"]) == ("fwd", "rev")
     # auto runs the faster mode: far below the slower mode's time.
     for r in results["tables"]["jacobian"]:
