@@ -435,6 +435,13 @@ def test_jacobian_follows_jax_dtype_rules_in_every_mode():
         assert_trees_close(
             cr.jacobian(to_int, "fwd", chunk_size=chunk)(x), jax.jacfwd(to_int)(x), "float64"
         )
+        # boolean outputs too (jax.jacfwd itself crashes on them in jax 0.10)
+        jb = cr.jacobian(lambda a: (a > 0, jnp.sin(a)), "fwd", chunk_size=chunk)(x)
+        assert jb[0].shape == (3, 3) and jb[0].dtype == jnp.bool_ and not jb[0].any()
+        assert_trees_close(jb[1], jax.jacfwd(jnp.sin)(x), "float64")
+        # reverse mode has no Jacobian of a boolean output: the error names the leaf
+        with pytest.raises(TypeError, match=r"output\['b'\] has dtype bool"):
+            cr.jacobian(lambda a: {"b": a > 0}, "rev", chunk_size=chunk)(x)
     # the chunked reverse path used to return only the real part of a complex Jacobian
     with pytest.raises(TypeError, match=r"mode 'rev' needs real floating outputs; output has"):
         cr.jacobian(to_complex, "rev", chunk_size=2)(x)
@@ -472,3 +479,26 @@ def test_empty_inputs_and_python_number_outputs():
         assert cr.jacobian(f, chunk_size=chunk)({}) == {"y": {}, "s": {}}
         assert cr.hessian(lambda p: jnp.zeros(()), chunk_size=chunk)({"n": None}) == {"n": None}
     assert cr.hvp_batched(lambda p: jnp.zeros(()), {}, {}) == {}
+
+
+def test_aux_that_jit_cannot_return_is_named():
+    # chainrule's transforms are jit-compiled: a string in aux cannot come back. The error names
+    # the aux leaf instead of JAX's "traced for jit returned a value of type str".
+    x = jnp.ones(3)
+    bad = {"loss": 1.0, "note": "hi"}
+    cases = {
+        "grad": lambda: cr.grad(lambda a: (jnp.sum(a), bad), has_aux=True)(x),
+        "value_and_grad": lambda: cr.value_and_grad(lambda a: (jnp.sum(a), bad), has_aux=True)(x),
+        "jvp": lambda: cr.jvp(lambda a: (a, bad), (x,), (x,), has_aux=True),
+        "vjp": lambda: cr.vjp(lambda a: (a, bad), x, has_aux=True),
+        "linearize": lambda: cr.linearize(lambda a: (a, bad), x, has_aux=True),
+        "jacobian": lambda: cr.jacobian(lambda a: (a, bad), has_aux=True)(x),
+    }
+    for name, call in cases.items():
+        what = name.removeprefix("value_and_")
+        with pytest.raises(TypeError, match=what + r" with has_aux=True: aux\['note'\] is a str"):
+            call()
+    # numbers and arrays are fine, as in JAX
+    g, aux = cr.grad(lambda a: (jnp.sum(a), {"n": 3, "a": a}), has_aux=True)(x)
+    assert_trees_close(g, jnp.ones(3), "float32")
+    assert int(aux["n"]) == 3

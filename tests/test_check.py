@@ -194,6 +194,9 @@ def test_bad_input_errors():
         cr.check_grads(lambda z: (z > 0).astype(jnp.int32), (x,))
     with pytest.raises(TypeError, match="f must be callable"):
         cr.check_grads(3, (x,))
+    # complex arguments: the fix offered is one check_grads has (it has no holomorphic=True)
+    with pytest.raises(TypeError, match=r"args\[0\] is complex.*lambda re, im: f\(re \+ 1j"):
+        cr.check_grads(jnp.sin, (x.astype(jnp.complex64),))
 
 
 def test_no_false_alarm_on_small_weights_at_two_points():

@@ -107,8 +107,16 @@ def check_same_shapes_dtypes(
             )
 
 
-def check_differentiable(tree: PyTree, name: str, *, allow_complex: bool = True) -> None:
-    """Raise ``TypeError`` naming the first integer/boolean (or complex, if disallowed) leaf."""
+def check_differentiable(
+    tree: PyTree,
+    name: str,
+    *,
+    allow_complex: bool = True,
+    complex_fix: str = "Split it into real and imaginary parts, or use holomorphic=True where "
+    "offered.",
+) -> None:
+    """Raise ``TypeError`` naming the first integer/boolean (or complex, if disallowed) leaf;
+    ``complex_fix`` is the advice for a complex one."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         dt = jnp.result_type(leaf)
         if not jnp.issubdtype(dt, jnp.inexact):
@@ -120,7 +128,7 @@ def check_differentiable(tree: PyTree, name: str, *, allow_complex: bool = True)
         if not allow_complex and jnp.issubdtype(dt, jnp.complexfloating):
             raise TypeError(
                 f"{path_str(name, path)} is complex ({dt}); this transform needs real inputs. "
-                f"Split it into real and imaginary parts, or use holomorphic=True where offered."
+                f"{complex_fix}"
             )
 
 

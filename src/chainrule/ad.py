@@ -363,7 +363,7 @@ def _check_jvp_inputs(primals: tuple, tangents: tuple) -> None:
 
 def _jvp_impl(fun, primals, tangents, has_aux):
     _check_jvp_inputs(primals, tangents)
-    return jax.jvp(fun, primals, tangents, has_aux=has_aux)
+    return jax.jvp(_aux_checked(fun, has_aux, "jvp"), primals, tangents, has_aux=has_aux)
 
 
 _jvp_compiled = _compiled(_jvp_impl, static_argnums=(3,))
@@ -413,7 +413,7 @@ def jvp(fun: Callable, primals: Sequence[Any], tangents: Sequence[Any], has_aux:
 def _vjp_impl(fun, primals, has_aux):
     for i, p in enumerate(primals):
         check_differentiable(p, f"primals[{i}]")
-    res = jax.vjp(fun, *primals, has_aux=has_aux)
+    res = jax.vjp(_aux_checked(fun, has_aux, "vjp"), *primals, has_aux=has_aux)
     out, pullback = res[0], res[1]
     wrapped = LinearFunction(pullback, _shape_struct((out,)), ("primals_out", "cotangent"))
     return (out, wrapped, res[2]) if has_aux else (out, wrapped)
@@ -459,7 +459,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
 def _linearize_impl(fun, primals, has_aux):
     for i, p in enumerate(primals):
         check_differentiable(p, f"primals[{i}]")
-    res = jax.linearize(fun, *primals, has_aux=has_aux)
+    res = jax.linearize(_aux_checked(fun, has_aux, "linearize"), *primals, has_aux=has_aux)
     wrapped = LinearFunction(res[1], _shape_struct(primals), ("primals", "tangents"))
     return (res[0], wrapped, res[2]) if has_aux else (res[0], wrapped)
 
@@ -514,6 +514,7 @@ def _scalar_checked(fun: Callable, has_aux: bool, what: str, holomorphic: bool =
                     f"(scalar, aux); it returned {type(out).__name__}."
                 )
             value = out[0]
+            _check_aux(out[1], what)
         else:
             value = out
         if not holomorphic:
@@ -521,6 +522,33 @@ def _scalar_checked(fun: Callable, has_aux: bool, what: str, holomorphic: bool =
         return out
 
     return wrapped
+
+
+def _aux_checked(fun: Callable, has_aux: bool, what: str) -> Callable:
+    """``fun`` with its aux output checked by :func:`_check_aux` (``fun`` itself without aux)."""
+    if not has_aux:
+        return fun
+
+    def wrapped(*args, **kwargs):
+        out = fun(*args, **kwargs)
+        if isinstance(out, tuple) and len(out) == 2:
+            _check_aux(out[1], what)
+        return out  # a malformed pair is left to JAX's own message
+
+    return wrapped
+
+
+def _check_aux(aux: PyTree, what: str) -> None:
+    """Name a leaf of ``aux`` that a jit-compiled function cannot return (a string, an object):
+    JAX's own message points into chainrule's internals."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(aux)[0]:
+        if not (isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))):
+            raise TypeError(
+                f"{what} with has_aux=True: aux{jax.tree_util.keystr(path)} is a "
+                f"{type(leaf).__name__}; chainrule's transforms are jit-compiled, so aux may "
+                f"hold only arrays and numbers. Return other values outside the differentiated "
+                f"function (or use jax.{what}, which is not compiled)."
+            )
 
 
 def _value_and_grad_call(fun, argnums, has_aux, holomorphic, args, kwargs):
@@ -808,6 +836,7 @@ def _jacobian_impl(fun, mode, argnums, chunk_size, has_aux, holomorphic, diff, d
         args, kwargs = _rebuild(d, dynamic, static, nums)
         return fun(*args, **kwargs)
 
+    g = _aux_checked(g, has_aux, "jacobian")
     dyn = diff[0] if isinstance(argnums, int) else diff
     if not jax.tree_util.tree_leaves(dyn):
         # Nothing to differentiate (e.g. an empty dict): jax.jacfwd/jacrev fail to ravel no
@@ -815,14 +844,20 @@ def _jacobian_impl(fun, mode, argnums, chunk_size, has_aux, holomorphic, diff, d
         res = g(dyn)
         jac = jax.tree.map(lambda _: dyn, res[0] if has_aux else res)
         return (jac, res[1]) if has_aux else jac
+    out_shape = jax.eval_shape(g, dyn)  # at trace time only: the program is cached
+    out_shape = out_shape[0] if has_aux else out_shape
     if mode == "auto":
-        out_shape = jax.eval_shape(g, dyn)
-        out_shape = out_shape[0] if has_aux else out_shape
         mode = _auto_mode(dyn, out_shape, holomorphic)
     _check_diff_args(fun, diff, nums, allow_complex=holomorphic or mode == "rev")
-    if chunk_size is None:
+    inexact = all(
+        jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in jax.tree_util.tree_leaves(out_shape)
+    )
+    if chunk_size is None and inexact:
         transform = jax.jacfwd if mode == "fwd" else jax.jacrev
         return transform(g, has_aux=has_aux, holomorphic=holomorphic)(dyn)
+    # Integer/boolean outputs: jax.jacfwd crashes on them inside JAX (jax 0.10), jax.jacrev
+    # names no output; the chunked path gives zeros (forward, as jacfwd means to) or an error
+    # naming the output leaf (reverse). chunk_size=None is one chunk.
     return _jac_chunked(g, dyn, mode, chunk_size, has_aux, holomorphic)
 
 

@@ -1049,7 +1049,13 @@ def _prepare(args: Any, what: str) -> tuple:
                 f"fixed by closing over it, e.g. {what}(lambda x: f(x, n), (x,))."
             )
     for i, a in enumerate(args):
-        check_differentiable(a, f"args[{i}]", allow_complex=False)
+        check_differentiable(
+            a,
+            f"args[{i}]",
+            allow_complex=False,
+            complex_fix=f"Pass its real and imaginary parts as two real arguments and rebuild "
+            f"it inside f, e.g. {what}(lambda re, im: f(re + 1j * im), (x.real, x.imag)).",
+        )
     if not jax.tree_util.tree_leaves(args):
         raise ValueError(
             f"{what}: args has no array leaves, so there is nothing to differentiate; pass "
