@@ -662,6 +662,10 @@ def test_errors_name_the_argument():
         crn.batch_norm(x, params, state, training=True, momentum=1.1)
     with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\].*found np.float32\(1.5\)"):
         crn.batch_norm(x, params, state, training=True, momentum=np.float32(1.5))
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\]"):
+        crn.batch_norm(x, params, state, training=True, momentum=jnp.asarray(1.5))
+    # a traced momentum cannot be checked, and is not refused
+    jax.jit(lambda m: crn.batch_norm(x, params, state, training=True, momentum=m))(0.9)
     with pytest.raises(ValueError, match=r"needs at least one batch axis"):
         crn.batch_norm(jnp.ones(3), params, state, training=True)
     with pytest.raises(TypeError, match=r"x must have a real floating dtype, found int32"):

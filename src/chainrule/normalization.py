@@ -588,8 +588,14 @@ def batch_norm(
             f"mode changes the computation, so it must be static; pass it as a static argument "
             f"or close over it under jit."
         )
-    # Concrete numbers only (numpy scalars included); a traced momentum cannot be checked.
-    if isinstance(momentum, (int, float, np.integer, np.floating)) and not 0.0 <= momentum <= 1.0:
+    # Concrete numbers only (numpy scalars and concrete jax scalars included); a traced
+    # momentum cannot be checked.
+    concrete = isinstance(momentum, (int, float, np.integer, np.floating)) or (
+        isinstance(momentum, jax.Array)
+        and not isinstance(momentum, jax.core.Tracer)
+        and momentum.ndim == 0
+    )
+    if concrete and not 0.0 <= float(momentum) <= 1.0:
         raise ValueError(
             f"momentum must lie in [0, 1] (weight of the old running value), found {momentum!r}."
             f" For a PyTorch momentum m use torch_momentum(m) = 1 - m."
