@@ -491,7 +491,7 @@ def _directions(tree: PyTree, K: int, seed: int, key: jax.Array | None, salt: in
             for k, x in zip(keys, leaves, strict=False)
         ]
     else:
-        shapes = tuple((tuple(np.shape(x)), np.dtype(jnp.result_type(x)).name) for x in leaves)
+        shapes = tuple((tuple(x.shape), np.dtype(x.dtype)) for x in leaves)
         out = list(_seeded_normals(shapes, K, int(seed), salt))
     return treedef.unflatten(out)
 

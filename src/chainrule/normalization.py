@@ -229,10 +229,15 @@ def _centered(x, axes, center, axis_name, groups):
     return e, e2, c, m + c, jnp.maximum(q - c * c, 0.0)
 
 
+def _scaled(e, e2, c, r):
+    # (x - mean) * r as (e - c) * r: one expression where e is shared (the one-kernel layer
+    # norm), two products of e2 where it is not (see _centered)
+    return (e2 - c) * r if e is e2 else e2 * r - c * r
+
+
 def _normalize_impl(x, axes, eps, center, axis_name, groups):
     e, e2, c, mean, var = _centered(x, axes, center, axis_name, groups)
-    r = lax.rsqrt(var + eps)
-    return (e2 - c) * r if e is e2 else e2 * r - c * r, mean, var
+    return _scaled(e, e2, c, lax.rsqrt(var + eps)), mean, var
 
 
 @_normalize.defjvp
@@ -267,8 +272,7 @@ def _normalize_jvp(axes, eps, center, axis_name, groups, primals, tangents):
         s2 = t
         dy = r * dx - e * (r3 * s2)
         dmean = jnp.zeros_like(mean)
-    y = (e2 - c) * r if e is e2 else e2 * r - c * r
-    return (y, mean, var), (dy, dmean, 2.0 * s2)
+    return (_scaled(e, e2, c, r), mean, var), (dy, dmean, 2.0 * s2)
 
 
 def _affine(y, params, ndim, feature_axes, cdtype):
