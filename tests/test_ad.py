@@ -253,6 +253,33 @@ def test_compiles_once_per_shape_signature():
     assert traces["n"] == before + 1
 
 
+def test_fast_and_general_paths_agree():
+    # jax.Array leaves in tuples take the per-call fast path; lists, NumPy leaves and an
+    # unhashable callable take the general one: same results.
+    f = lambda x: jnp.sin(x) * x
+    g = lambda x: jnp.sum(f(x) ** 2)
+    x = jnp.linspace(-1.0, 1.0, 5)
+    v = jnp.cos(x)
+    xn, vn = np.asarray(x), np.asarray(v)
+
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, y):
+            return g(y)
+
+    assert_trees_close(cr.jvp(f, (x,), (v,)), cr.jvp(f, [xn], [vn]), "float32")
+    assert_trees_close(cr.vjp(f, x)[1](v), cr.vjp(f, xn)[1](vn), "float32")
+    assert_trees_close(cr.linearize(f, x)[1](v), cr.linearize(f, xn)[1](vn), "float32")
+    for mode in ("fwd-over-rev", "rev-over-fwd"):
+        fast = cr.hvp(g, x, v, mode=mode)
+        assert_trees_close(fast, cr.hvp(g, xn, vn, mode=mode), "float32")
+        assert_trees_close(fast, cr.hvp(Unhashable(), x, v, mode=mode), "float32")
+    # validation still runs on the fast path (at trace time)
+    with pytest.raises(ValueError, match="shape"):
+        cr.jvp(f, (x,), (jnp.ones(3),))
+
+
 def test_works_under_outer_jit_and_vmap(dtype):
     f = lambda x: jnp.sum(jnp.sin(x) ** 2)
     xs = jnp.linspace(-1, 1, 12, dtype=dtype).reshape(4, 3)

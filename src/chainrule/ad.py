@@ -255,6 +255,21 @@ class _FastCalls:
         return last[1](*args)
 
 
+@functools.lru_cache(maxsize=256)
+def _bound_jit(impl: Callable, fun: Callable, statics: tuple) -> Callable:
+    # jvp/vjp/linearize/hvp take fun per call: with fun and the options bound, jit's C++
+    # dispatch hashes no static arguments, as for the raw composition jit(lambda: jvp(f, ...))
+    return jax.jit(lambda *dyn: impl(fun, *dyn, *statics))
+
+
+def _fast_call(fun: Callable, trees: tuple) -> bool:
+    """The per-call fast path applies: a hashable ``fun`` and only ``jax.Array`` leaves (the
+    general path converts other leaves and keys its jit on ``fun`` as a static argument)."""
+    return _is_hashable(fun) and all(
+        isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(trees)
+    )
+
+
 def _rebuild(diff: tuple, dynamic: tuple, static: _Static, argnums: tuple[int, ...]):
     rest, kwargs = _combine(list(dynamic), static)
     args = list(rest)
@@ -398,6 +413,13 @@ def jvp(fun: Callable, primals: Sequence[Any], tangents: Sequence[Any], has_aux:
       >>> float(dy)
       2.0
     """
+    if (
+        type(primals) is tuple
+        and type(tangents) is tuple
+        and len(primals) == len(tangents)
+        and _fast_call(fun, (primals, tangents))
+    ):
+        return _bound_jit(_jvp_impl, fun, (has_aux,))(primals, tangents)
     primals = _as_tuple(primals, "primals", "jvp")
     tangents = _as_tuple(tangents, "tangents", "jvp")
     if len(primals) != len(tangents):
@@ -452,6 +474,8 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
       >>> float(pullback(jnp.array(1.0))[0])
       6.0
     """
+    if _fast_call(fun, primals):
+        return _bound_jit(_vjp_impl, fun, (has_aux,))(primals)
     primals = tuple(_as_arrays(p) for p in primals)
     return _vjp_compiled(fun, primals, has_aux)
 
@@ -495,6 +519,8 @@ def linearize(fun: Callable, *primals: Any, has_aux: bool = False):
       >>> float(f_jvp(jnp.array(3.0)))
       3.0
     """
+    if _fast_call(fun, primals):
+        return _bound_jit(_linearize_impl, fun, (has_aux,))(primals)
     primals = tuple(_as_arrays(p) for p in primals)
     return _linearize_compiled(fun, primals, has_aux)
 
@@ -1000,6 +1026,8 @@ def hvp(fun: Callable, x: PyTree, v: PyTree, mode: str = "fwd-over-rev") -> PyTr
       >>> cr.hvp(lambda x: jnp.sum(x ** 3), jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0])).tolist()
       [6.0, 0.0]
     """
+    if mode in HVP_MODES and _fast_call(fun, (x, v)):
+        return _bound_jit(_hvp_impl, fun, (mode,))(x, v)
     check_choice(mode, HVP_MODES, "hvp mode")
     x = _as_arrays(x)
     v = _as_arrays(v)
