@@ -408,9 +408,9 @@ def _compile_options(optimize: bool, cpu_fast: bool = True) -> dict[str, Any] | 
 
     A check runs its program a few times but compiles it once per function: without
     ``optimize``, XLA's backend optimisation level 0 (LLVM passes are most of a cold check's
-    time on the CPU, while the matmuls are library calls either way) and, on a GPU, no GEMM
-    autotuning (it tries algorithms per distinct matmul shape at compile time). On the CPU the
-    IR emitters in either case.
+    time on the CPU, while the matmuls are library calls either way). On a GPU no GEMM
+    autotuning (it tries algorithms per distinct matmul shape at compile time), on the CPU the
+    IR emitters, in either case.
     """
     import os
 
@@ -418,7 +418,7 @@ def _compile_options(optimize: bool, cpu_fast: bool = True) -> dict[str, Any] | 
         return None
     opts: dict[str, Any] = {} if optimize else {"xla_backend_optimization_level": 0}
     backend = jax.default_backend()
-    if backend == "gpu" and not optimize:
+    if backend == "gpu":
         opts["xla_gpu_autotune_level"] = 0
     elif backend == "cpu" and cpu_fast:
         opts.update(_CPU_FAST)
