@@ -466,6 +466,9 @@ def test_jacobian_follows_jax_dtype_rules_in_every_mode():
         jb = cr.jacobian(lambda a: (a > 0, jnp.sin(a)), "fwd", chunk_size=chunk)(x)
         assert jb[0].shape == (3, 3) and jb[0].dtype == jnp.bool_ and not jb[0].any()
         assert_trees_close(jb[1], jax.jacfwd(jnp.sin)(x), "float64")
+        # an output without leaves has an empty Jacobian in both modes
+        for mode in ("fwd", "rev"):
+            assert cr.jacobian(lambda a: {}, mode, chunk_size=chunk)(x) == {}
         # reverse mode has no Jacobian of a boolean output: the error names the leaf
         with pytest.raises(TypeError, match=r"output\['b'\] has dtype bool"):
             cr.jacobian(lambda a: {"b": a > 0}, "rev", chunk_size=chunk)(x)

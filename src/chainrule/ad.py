@@ -875,15 +875,18 @@ def _jacobian_impl(fun, mode, argnums, chunk_size, has_aux, holomorphic, diff, d
     if mode == "auto":
         mode = _auto_mode(dyn, out_shape, holomorphic)
     _check_diff_args(fun, diff, nums, allow_complex=holomorphic or mode == "rev")
-    inexact = all(
-        jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in jax.tree_util.tree_leaves(out_shape)
-    )
-    if chunk_size is None and inexact:
+    out_leaves = jax.tree_util.tree_leaves(out_shape)
+    if (
+        chunk_size is None
+        and out_leaves
+        and all(jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in out_leaves)
+    ):
         transform = jax.jacfwd if mode == "fwd" else jax.jacrev
         return transform(g, has_aux=has_aux, holomorphic=holomorphic)(dyn)
     # Integer/boolean outputs: jax.jacfwd crashes on them inside JAX (jax 0.10), jax.jacrev
-    # names no output; the chunked path gives zeros (forward, as jacfwd means to) or an error
-    # naming the output leaf (reverse). chunk_size=None is one chunk.
+    # names no output; an output without leaves ({} or ()): jax.jacrev fails to ravel it. The
+    # chunked path gives zeros (forward, as jacfwd means to), an error naming the output leaf
+    # (reverse), or the empty output. chunk_size=None is one chunk.
     return _jac_chunked(g, dyn, mode, chunk_size, has_aux, holomorphic)
 
 
