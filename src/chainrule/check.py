@@ -41,8 +41,11 @@ domain of interest); ``check_grads`` does not invent other points.
 Everything that involves ``f`` (the evaluations along the FD ladder, the JVP, VJP and HVP) is one
 jit-compiled program per (function, shapes, options): a repeated check of the same function at
 the same shapes does not re-trace. What does not involve ``f`` (random directions, steps, the
-Richardson table, the comparisons) runs on the host in NumPy, so a cold check compiles no more
-than the derivatives of ``f`` themselves. A mode that does not exist for ``f``
+Richardson table, the comparisons) runs on the host in NumPy, except the Richardson table of
+large leaves (over 2^18 line values, e.g. a gradient ladder), which is one small kernel per
+shape shared by every check; so a cold check compiles little beyond the derivatives of ``f``.
+The compiler options that make this cheap are in :func:`_compile_options`. A mode that does not
+exist for ``f``
 (forward mode of a ``custom_vjp`` function) is reported as skipped.
 
 Costs, in evaluations of ``f`` per direction: FD ``2 * levels + 1`` (13 by default); a JVP ~2-3;
