@@ -107,6 +107,15 @@ def check_same_shapes_dtypes(
             )
 
 
+def is_hashable(obj: Any) -> bool:
+    """Whether ``obj`` can key a cache (e.g. be a static argument of ``jax.jit``)."""
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
+
+
 def check_differentiable(
     tree: PyTree,
     name: str,

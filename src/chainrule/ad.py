@@ -36,6 +36,7 @@ from chainrule._tree import (
     check_same_shapes_dtypes,
     check_same_structure,
     check_scalar_output,
+    is_hashable,
     map_chunked,
 )
 
@@ -64,14 +65,6 @@ HVP_MODES = ("fwd-over-rev", "rev-over-rev", "rev-over-fwd")
 # --------------------------------------------------------------------------------------------
 
 
-def _is_hashable(obj: Any) -> bool:
-    try:
-        hash(obj)
-    except TypeError:
-        return False
-    return True
-
-
 def _compiled(impl: Callable, static_argnums: tuple[int, ...]) -> Callable:
     """``impl(fun, *args)`` under one cached ``jax.jit``; argument 0 (``fun``) is static.
 
@@ -81,7 +74,7 @@ def _compiled(impl: Callable, static_argnums: tuple[int, ...]) -> Callable:
     tail = tuple(i - 1 for i in static_argnums)
 
     def call(fun: Callable, *args: Any) -> Any:
-        if _is_hashable(fun):
+        if is_hashable(fun):
             return jitted(fun, *args)
         return jax.jit(functools.partial(impl, fun), static_argnums=tail)(*args)
 
@@ -233,7 +226,7 @@ class _FastCalls:
         self.impl, self.fun, self.argnums = impl, fun, argnums
         key = 0 if isinstance(argnums, int) else argnums
         self.head = head(key)
-        self.hashable = _is_hashable(fun)
+        self.hashable = is_hashable(fun)
         self.last: tuple[int, Callable] | None = None
 
     def applies(self, args: tuple, kwargs: dict) -> bool:
@@ -265,7 +258,7 @@ def _bound_jit(impl: Callable, fun: Callable, statics: tuple) -> Callable:
 def _fast_call(fun: Callable, trees: tuple) -> bool:
     """The per-call fast path applies: a hashable ``fun`` and only ``jax.Array`` leaves (the
     general path converts other leaves and keys its jit on ``fun`` as a static argument)."""
-    return _is_hashable(fun) and all(
+    return is_hashable(fun) and all(
         isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(trees)
     )
 

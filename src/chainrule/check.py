@@ -45,8 +45,7 @@ Richardson table, the comparisons) runs on the host in NumPy, except the Richard
 large leaves (over 2^18 line values, e.g. a gradient ladder), which is one small kernel per
 shape shared by every check; so a cold check compiles little beyond the derivatives of ``f``.
 The compiler options that make this cheap are in :func:`_compile_options`. A mode that does not
-exist for ``f``
-(forward mode of a ``custom_vjp`` function) is reported as skipped.
+exist for ``f`` (forward mode of a ``custom_vjp`` function) is reported as skipped.
 
 Costs, in evaluations of ``f`` per direction: FD ``2 * levels + 1`` (13 by default); a JVP ~2-3;
 a VJP ~3; an HVP check ``2 * levels + 1`` gradient evaluations (~3 each) plus one HVP (~4-5). On
@@ -68,6 +67,7 @@ import numpy as np
 from chainrule._tree import (
     check_choice,
     check_differentiable,
+    is_hashable,
     leaf_paths,
     tree_size,
 )
@@ -321,21 +321,13 @@ def _available_cached(f: Callable, check: str, struct: tuple) -> str | None:
 
 def _available(f: Callable, check: str, args: tuple) -> str | None:
     """None if the AD side of ``check`` exists for ``f``, else the reason (TypeError text)."""
-    if _hashable(f):
+    if is_hashable(f):
         return _available_cached(f, check, _struct(args))
     try:
         _ad_probe(f, check, args)
     except _UNAVAILABLE as e:
         return _why(e)
     return None
-
-
-def _hashable(f: Any) -> bool:
-    try:
-        hash(f)
-    except TypeError:
-        return False
-    return True
 
 
 @functools.lru_cache(maxsize=512)
@@ -346,7 +338,7 @@ def _out_struct_cached(f: Callable, struct: tuple) -> PyTree:
 
 
 def _out_struct(f: Callable, args: tuple) -> PyTree:
-    if _hashable(f):
+    if is_hashable(f):
         return _out_struct_cached(f, _struct(args))
     return jax.eval_shape(lambda a: f(*a), args)
 
@@ -465,7 +457,7 @@ def _compiled_fast(impl: Callable, static_argnums: tuple[int, ...]) -> Callable:
     tail = tuple(i - 1 for i in static_argnums)
 
     def call(fun: Callable, *args: Any) -> Any:
-        if _hashable(fun):
+        if is_hashable(fun):
             return jitted(fun, *args)
         return jitted(_run=lambda: jitted.jit(functools.partial(impl, fun), tail)(*args))
 
