@@ -541,7 +541,7 @@ def _scale_dirs(vs: PyTree, scales: list[float]) -> PyTree:
 
 
 def _steps(
-    args: tuple, vs: PyTree, cfg: _Cfg, eps: float, tdtype, scales: list[float] | None = None
+    vs: PyTree, scales: list[float], cfg: _Cfg, eps: float, tdtype
 ) -> tuple[np.ndarray, ...]:
     """Per direction: the largest step h0 of the ladder and the (K, 2L+1) line parameters.
 
@@ -550,7 +550,6 @@ def _steps(
     ``2 eps^(1/7)`` of its own size at the top of the ladder (0.2 in float32, 0.012 in float64),
     halving ``levels - 1`` times.
     """
-    scales = _leaf_scales(args) if scales is None else scales
     vl = _np_leaves(vs)
     K = vl[0].shape[0]
     sq = np.zeros(K)
@@ -875,7 +874,7 @@ def _run_checks(
     u0 = (
         None if _is_scalar(out) else jax.tree.map(lambda u: u[0], _directions(out, 1, seed, key, 2))
     )
-    h0, ts, tts = _steps(args, vs, cfg, eps, tdtype, scales)
+    h0, ts, tts = _steps(vs, scales, cfg, eps, tdtype)
     in_paths = [p for p, _ in leaf_paths(args, "args")]
     in_shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(args)]
     out_paths = [p for p, _ in leaf_paths(out, "out")]
@@ -963,7 +962,7 @@ def _run_checks(
     # re-trace) with the directions confined to one input leaf at a time.
     failed = [n for n in ("jvp", "vjp") if n in results and results[n].status == "failed"]
     if failed and localize and len(in_paths) > 1 and not f0_notes:
-        ratios = _localize(f, args, vs, us, u0, ts, tts, cfg, eps, W, levels)
+        ratios = _localize(f, args, scales, vs, us, u0, ts, tts, cfg, eps, W, levels)
         worst = int(np.argmax(ratios))
         loc = "per-input-leaf re-check (error/tol): " + ", ".join(
             f"{p}: {q:.3g}" for p, q in zip(in_paths, ratios, strict=True)
@@ -992,7 +991,7 @@ def _run_checks(
     return CheckReport(tuple(ordered), name, "/".join(dts))
 
 
-def _localize(f, args, vs, us, u0, ts, tts, cfg, eps, W, levels) -> np.ndarray:
+def _localize(f, args, scales, vs, us, u0, ts, tts, cfg, eps, W, levels) -> np.ndarray:
     """Per input leaf: max over directions of error/tol of the first-order checks."""
     leaves, treedef = jax.tree_util.tree_flatten(vs)
     first = tuple(c for c in cfg.checks if c in ("jvp", "vjp"))
@@ -1001,7 +1000,7 @@ def _localize(f, args, vs, us, u0, ts, tts, cfg, eps, W, levels) -> np.ndarray:
     out = []
     for i in range(len(leaves)):
         vi = treedef.unflatten([x if j == i else np.zeros_like(x) for j, x in enumerate(leaves)])
-        h0, tsi, _ = _steps(args, vi, cfg, eps, ts.dtype)
+        h0, tsi, _ = _steps(vi, scales, cfg, eps, ts.dtype)
         # the same cfg as the main check: the compiled program is re-used, nothing re-traces
         res = _eval(f, args, vi, us, u0, tsi, tts, cfg)
         est, err = _fd_tree(res["F"], h0, eps, levels)
