@@ -266,17 +266,119 @@ def test_rev_over_fwd_of_custom_vjp_is_skipped_and_integer_args_explained():
         cr.check_grads(lambda a, p: a * p["n"], (jnp.ones(2), {"n": jnp.arange(2)}))
 
 
-def test_compile_options_fall_back_when_xla_lacks_the_cpu_flag(monkeypatch):
-    # the CPU flag is an XLA internal: an XLA that does not know it must still check, without it
+def test_compile_options_fall_back_when_xla_lacks_a_fast_flag(monkeypatch):
+    # the fast-compile flags are XLA internals: an XLA that does not know one must still check,
+    # without them
     import chainrule.check as C
 
-    monkeypatch.setattr(C, "_CPU_FAST", {"xla_cpu_no_such_flag_for_chainrule": False})
+    flag = "xla_no_such_flag_for_chainrule"
+    backend = jax.default_backend()
+    monkeypatch.setattr(C, "_FAST", {backend: ({flag: False}, {})})
     jitted = C._fast_jit(lambda x, n: x * n, (1,), optimize=False)
-    if jax.default_backend() == "cpu":
-        assert "xla_cpu_no_such_flag_for_chainrule" in jitted.state["opts"]
+    assert flag in jitted.state["opts"]
     np.testing.assert_allclose(jitted(jnp.arange(3.0), 2), [0.0, 2.0, 4.0])
-    assert "xla_cpu_no_such_flag_for_chainrule" not in (jitted.state["opts"] or {})
+    assert flag not in (jitted.state["opts"] or {})
     # a real error is not swallowed by the fallback
     bad = C._fast_jit(lambda x: x @ x, (), optimize=True)
     with pytest.raises(TypeError):
         bad(jnp.ones((2, 3)))
+
+
+def test_compile_options_from_the_environment(monkeypatch):
+    import chainrule.check as C
+
+    monkeypatch.setenv("CHAINRULE_CHECK_XLA_OPTIONS", '{"xla_backend_optimization_level": 1}')
+    assert C._compile_options(False)["xla_backend_optimization_level"] == 1
+    monkeypatch.setenv("CHAINRULE_CHECK_XLA_OPTIONS", "xla_backend_optimization_level=1")
+    with pytest.raises(ValueError, match="CHAINRULE_CHECK_XLA_OPTIONS must be a JSON object"):
+        C._compile_options(False)
+    monkeypatch.setenv("CHAINRULE_CHECK_O0", "0")
+    assert C._compile_options(False) is None
+
+
+def _second_order_bug_at(i: int):
+    """sum(x^3 / 3) with a custom_jvp whose second derivative is 0 only at element i."""
+
+    @jax.custom_jvp
+    def cube(x):
+        return x**3 / 3
+
+    @cube.defjvp
+    def cube_jvp(p, t):
+        (x,), (tx,) = p, t
+        xs = jnp.where(jnp.arange(x.size) == i, jax.lax.stop_gradient(x), x)
+        return cube(x), xs**2 * tx
+
+    return lambda p: (
+        jnp.sum(p["w"] ** 3 / 3)
+        + jnp.sum(cube(p["v"]))
+        + jnp.sum(jnp.sin(p["m"]))
+        + jnp.sum(jnp.tanh(p["b"]))
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_leaves_are_compared_on_the_device_as_on_the_host(dtype, monkeypatch):
+    # Gradient ladders over _HOST_MAX elements are combined and compared in one device call
+    # (leaves of equal shape stacked) that returns only per-direction statistics: verdicts,
+    # errors, tolerances and the worst element must be those of the host path (NumPy).
+    import chainrule.check as C
+
+    n = 30_000
+    p = {
+        "w": jnp.linspace(0.5, 1.5, n, dtype=dtype),
+        "v": jnp.linspace(0.4, 1.4, n, dtype=dtype),  # w's shape: stacked with it
+        "m": jnp.linspace(-1.0, 1.0, 150 * 120, dtype=dtype).reshape(150, 120),
+        "b": jnp.linspace(-1.0, 1.0, 7, dtype=dtype),  # small: on the host either way
+    }
+    assert 2 * (2 * C.DEFAULT_LEVELS + 1) * p["m"].size > C._HOST_MAX
+    good = lambda q: (
+        jnp.sum(q["w"] ** 3 / 3)
+        + jnp.sum(q["v"] ** 3 / 3)
+        + jnp.sum(jnp.sin(q["m"]))
+        + jnp.sum(jnp.tanh(q["b"]))
+    )
+    bad = _second_order_bug_at(12_345)
+    reps = {}
+    for path in ("device", "default", "host"):
+        # the statistics kernel (an accelerator's path), this backend's default, NumPy only
+        monkeypatch.setattr(C, "_compare_on_device", lambda: path == "device")
+        if path == "host":
+            monkeypatch.setattr(C, "_HOST_MAX", 1 << 40)
+        reps[path] = (
+            cr.check_grads(good, (p,), order=2),
+            cr.check_grads(bad, (p,), order=2),
+        )
+    for path, (ok, ko) in reps.items():
+        assert ok.passed, (path, ok.summary())
+        assert not ko.passed, (path, ko.summary())
+        for mode in ("hvp[fwd-over-rev]", "hvp[rev-over-rev]"):
+            assert ko[mode].status == "failed", (path, ko.summary())
+            assert ko[mode].worst_path == "args[0]['v']", (path, ko.summary())
+            assert ko[mode].worst_index == (12_345,), (path, ko.summary())
+        assert ko["jvp"].passed and ko["vjp"].passed, (path, ko.summary())
+    pairs = [(reps["device"], reps[p]) for p in ("default", "host")]
+    for a, b in ((x, y) for u, v in pairs for x, y in zip(u, v, strict=True)):
+        for ra, rb in zip(a.results, b.results, strict=True):
+            assert (ra.name, ra.status) == (rb.name, rb.status)
+            if ra.status == "passed":
+                # a correct rule's error and FD error estimate are rounding noise, which the
+                # paths (float32 XLA on a GPU vs float64 NumPy) round differently, and its worst
+                # leaf is any of several
+                continue
+            assert (ra.worst_path, ra.worst_index) == (rb.worst_path, rb.worst_index)
+            np.testing.assert_allclose(ra.error, rb.error, rtol=1e-2, err_msg=ra.name)
+            np.testing.assert_allclose(ra.tolerance, rb.tolerance, rtol=0.1, err_msg=ra.name)
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_nan_in_a_large_hvp_is_reported_with_its_path(on_device, monkeypatch):
+    # sqrt|w| has an infinite derivative at the one zero element (10_000): the statistics
+    # kernel must name it like the host path does
+    import chainrule.check as C
+
+    monkeypatch.setattr(C, "_compare_on_device", lambda: on_device)
+    w = jnp.linspace(-1.0, 1.0, 20_001).at[10_000].set(0.0)
+    rep = cr.check_hvp(lambda w: jnp.sum(jnp.sqrt(jnp.abs(w))), (w,))
+    assert not rep.passed
+    assert "NaN/Inf in the AD HVP at args[0][10000]" in rep.summary(), rep.summary()

@@ -107,6 +107,11 @@ def _input_rounding(eps: float) -> float:
     return 1.0 + 1.0 / (2.0 * eps ** (1 / 7))
 
 
+def _ad_coef(eps: float, W: int) -> float:
+    """AD-side rounding allowed per unit of ``|AD result|``: ``C_AD eps sqrt(W) (1 + 1/h_rel)``."""
+    return C_AD * eps * math.sqrt(W) * _input_rounding(eps)
+
+
 C_PRIMAL = 64.0  # primal outputs: 64 ulps of the output's scale
 TAYLOR_ORDER = 1.5  # required convergence order of the Taylor remainder (1 = wrong, 2 = right)
 
@@ -393,20 +398,30 @@ def _eval_impl(f, args, vs, us, u0, ts, tts, cfg):
     return res
 
 
-# XLA:CPU's fusion emitters (its default since 2025) spend ~0.35 s more compiling a check's
-# program than the older IR emitters, for a program that then runs a few times: off for checks.
-_CPU_FAST = {"xla_cpu_use_fusion_emitters": False}
+# Options that make a check's programs compile faster, by backend, and that an XLA older or
+# newer than the measured one may not know (then :func:`_fast_jit` drops them). XLA:CPU's
+# fusion emitters (its default since 2025) spend ~0.35 s more on a check's program than the
+# older IR emitters. On a GPU (H200, jax 0.11.2, the 196k MLP's check) Triton GEMM fusions took
+# 2.1 of the 2.7 s of compilation, cuBLAS runs the same small matmuls without compiling; ptxas
+# without optimisation saves another ~0.2 s on the check's program.
+_FAST = {
+    "cpu": ({"xla_cpu_use_fusion_emitters": False}, {}),
+    "gpu": ({"xla_gpu_enable_triton_gemm": False}, {"xla_gpu_disable_gpuasm_optimizations": True}),
+}
 
 
-def _compile_options(optimize: bool, cpu_fast: bool = True) -> dict[str, Any] | None:
+def _compile_options(optimize: bool, fast: bool = True) -> dict[str, Any] | None:
     """Compiler options for a check's programs, or None with ``CHAINRULE_CHECK_O0=0``.
 
     A check runs its program a few times but compiles it once per function: without
     ``optimize``, XLA's backend optimisation level 0 (LLVM passes are most of a cold check's
-    time on the CPU, while the matmuls are library calls either way). On a GPU no GEMM
-    autotuning (it tries algorithms per distinct matmul shape at compile time), on the CPU the
-    IR emitters, in either case.
+    time on the CPU, while the matmuls are library calls either way) and on a GPU ptxas's -O0.
+    On a GPU no GEMM autotuning (it tries algorithms per distinct matmul shape at compile time)
+    and no Triton GEMMs, on the CPU the IR emitters, in either case (``fast``: the options of
+    ``_FAST``). ``CHAINRULE_CHECK_XLA_OPTIONS`` (a JSON object, read at import) is merged over
+    these: how options are tried on a new accelerator.
     """
+    import json
     import os
 
     if os.environ.get("CHAINRULE_CHECK_O0", "1") == "0":
@@ -415,8 +430,24 @@ def _compile_options(optimize: bool, cpu_fast: bool = True) -> dict[str, Any] | 
     backend = jax.default_backend()
     if backend == "gpu":
         opts["xla_gpu_autotune_level"] = 0
-    elif backend == "cpu" and cpu_fast:
-        opts.update(_CPU_FAST)
+    both, unoptimized = _FAST.get(backend, ({}, {}))
+    if fast:
+        opts.update(both)
+        if not optimize:
+            opts.update(unoptimized)
+    extra = os.environ.get("CHAINRULE_CHECK_XLA_OPTIONS", "").strip()
+    if extra:
+        try:
+            parsed = json.loads(extra)
+        except json.JSONDecodeError as e:
+            parsed = e
+        if not isinstance(parsed, dict):
+            raise ValueError(
+                "CHAINRULE_CHECK_XLA_OPTIONS must be a JSON object of XLA options, e.g. "
+                f"'{{\"xla_gpu_enable_triton_gemm\": false}}', found {extra!r} ({parsed}); "
+                "unset it to use chainrule's defaults."
+            )
+        opts.update(parsed)
     return opts or None
 
 
@@ -438,7 +469,7 @@ def _fast_jit(impl: Callable, static_argnums: tuple[int, ...], optimize: bool) -
         try:
             return run()
         except jax.errors.JaxRuntimeError as e:
-            fallback = _compile_options(optimize, cpu_fast=False)
+            fallback = _compile_options(optimize, fast=False)
             if "No such compile option" not in str(e) or state["opts"] == fallback:
                 raise
         build(fallback)
@@ -523,7 +554,7 @@ def _leaf_scales(args: tuple) -> list[float]:
     ladder (a false alarm we measured on a tanh MLP before scaling), while inputs of size 1e3
     perturbed on a unit scale drown in their own rounding (eps * 1e3).
     """
-    xs = _np_leaves(args)
+    xs = jax.device_get(jax.tree_util.tree_leaves(args))  # one transfer, not one per leaf
     glob = float(_rms_np(xs)) if xs else 1.0
     glob = glob if glob > 0 and np.isfinite(glob) else 1.0
     out = []
@@ -633,10 +664,13 @@ def _fd_tree(Ftree: PyTree, h0, eps, levels) -> tuple[list[np.ndarray], list[np.
     return ests, errs
 
 
-def _first_bad(x: np.ndarray) -> int:
-    bad = ~np.isfinite(x.reshape(x.shape[0], -1) if x.ndim else x.reshape(1, 1))
-    anyb = np.any(bad, axis=0)
-    return int(np.argmax(anyb)) if anyb.any() else -1
+def _first_bad(x, xp=np):
+    """Flat index of the first element that is NaN/Inf in any direction (axis 0), or -1."""
+    bad = ~xp.isfinite(x.reshape(x.shape[0], -1) if x.ndim else x.reshape(1, 1))
+    anyb = xp.any(bad, axis=0)
+    if xp is np:
+        return int(np.argmax(anyb)) if anyb.any() else -1
+    return jnp.where(jnp.any(anyb), jnp.argmax(anyb), -1)
 
 
 def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -658,30 +692,140 @@ def _ratio(err, tol):
     return np.where(np.isnan(r) | np.isnan(err) | np.isnan(tol), np.inf, r)
 
 
-def _compare_leaves(name, ad_leaves, fd_leaves, err_leaves, paths, shapes, eps, W, cfg, what):
-    """Elementwise AD vs FD over (K, n) leaves, judged per leaf and direction in norm."""
+def _norm_rows(x, xp):
+    """Per row of (K, n): the 2-norm, scaled by the row's largest |x| so that float32 squares
+    cannot overflow (|x| > 1.8e19) or underflow; Inf and NaN rows stay Inf and NaN."""
+    m = xp.max(xp.abs(x), axis=1) if x.shape[1] else xp.zeros(x.shape[0], x.dtype)
+    ok = (m > 0) & xp.isfinite(m)
+    ms = xp.where(ok, m, 1)
+    return xp.where(ok, ms * xp.sqrt(xp.sum((x / ms[:, None]) ** 2, axis=1)), m)
+
+
+def _leaf_stats(a, b, e, safety: float, ad_coef: float, xp=np) -> dict[str, Any]:
+    """AD values ``a`` against FD estimates ``b`` with error estimates ``e``, (K, n) each.
+
+    Per direction: the error ``||a - b||``, the FD error ``||e||``, the AD rounding
+    ``ad_coef ||a||`` and the element whose error is largest against its share of the
+    tolerance; the first NaN/Inf element of ``a`` and of ``b`` (-1: none). Generic in ``xp``:
+    NumPy on the host, jax.numpy inside the Richardson kernel for large leaves, where only
+    these few numbers leave the device (every sum is of non-negative terms, so float32 is
+    benign there).
+    """
+    K, n = a.shape
+    d = xp.abs(a - b)
+    ad_r = ad_coef * _norm_rows(a, xp)
+    if n:
+        tiny = xp.finfo(d.dtype).tiny
+        score = d / (safety * e + ad_r[:, None] / math.sqrt(n) + tiny)
+        idx = xp.argmax(xp.where(xp.isnan(score), xp.inf, score), axis=1)
+    else:
+        idx = xp.zeros(K, xp.int32)
+    return {
+        "err": _norm_rows(d, xp),
+        "fd": _norm_rows(e, xp),
+        "ad": ad_r,
+        "idx": idx,
+        "bad_ad": _first_bad(a, xp),
+        "bad_fd": _first_bad(b, xp),
+    }
+
+
+def _host_stats(ad_leaves, fd_leaves, err_leaves, cfg, ad_coef) -> list[dict[str, Any]]:
+    out = []
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for a, b, e in zip(ad_leaves, fd_leaves, err_leaves, strict=True):
+            a = a.reshape(a.shape[0], -1).astype(np.float64)
+            out.append(_leaf_stats(a, b, e, cfg.safety, ad_coef))
+    return out
+
+
+def _stats_one(F, A, h0, eps, levels, safety, ad_coef):
+    # one leaf's ladder F (K, T, ...) and its HVP modes A (M, K, n): Richardson, then every
+    # mode's comparison at once (vmapped: the FD side's reductions are formed once)
+    est, err = _richardson_dev_impl(F, h0, eps, levels)
+    wide = jnp.promote_types(est.dtype, jnp.float32)  # float16 norms would overflow
+    est, err = est.astype(wide), err.astype(wide)
+    return jax.vmap(lambda a: _leaf_stats(a.astype(wide), est, err, safety, ad_coef, jnp))(A)
+
+
+def _stats_dev_impl(Fs, h0, ads, eps, levels, safety, ad_coef):
+    # leaves of one shape and dtype (a network's repeated layers) are stacked and vmapped: one
+    # set of kernels per distinct shape, and kernels are most of this program's compile time
+    groups: dict[tuple, list[int]] = {}
+    for i, F in enumerate(Fs):
+        groups.setdefault((F.shape, F.dtype), []).append(i)
+    out: list[Any] = [None] * len(Fs)
+    for idx in groups.values():
+        F = jnp.stack([Fs[i] for i in idx])
+        A = jnp.stack([jnp.stack([a.reshape(a.shape[0], -1) for a in ads[i]]) for i in idx])
+        one = functools.partial(_stats_one, eps=eps, levels=levels, safety=safety, ad_coef=ad_coef)
+        st = jax.vmap(one, in_axes=(0, 0, None))(F, A, h0)
+        for g, i in enumerate(idx):
+            out[i] = {k: v[g] for k, v in st.items()}
+    return out
+
+
+# Compiled once per set of leaf shapes and run once per check: unoptimised, like the check's
+# program. Used where the host is not the device (on the CPU it would compile for ~1 s and run
+# slower than NumPy on the same data).
+_stats_dev = _fast_jit(_stats_dev_impl, (3, 4, 5, 6), optimize=False)
+
+
+def _compare_on_device() -> bool:
+    return jax.default_backend() != "cpu"
+
+
+def _hvp_stats(G, hvps: list, h0, eps, levels, cfg, ad_coef) -> list[list[dict[str, Any]]]:
+    """Per HVP output in ``hvps`` (pytrees like the input), per input leaf: :func:`_leaf_stats`
+    against the Richardson estimate from the gradient ladder ``G``. Small leaves are combined
+    on the host; on an accelerator large ones go through one device call that returns only
+    the statistics (no transfer of the ladder's estimates, no host pass over them)."""
+    g_leaves = jax.tree_util.tree_leaves(G)
+    ad = [jax.tree_util.tree_leaves(t) for t in hvps]
+    large = [i for i, x in enumerate(g_leaves) if x.size > _HOST_MAX and _compare_on_device()]
+    rest = [i for i in range(len(g_leaves)) if i not in large]
+    out: list[list[Any]] = [[None] * len(g_leaves) for _ in hvps]
+    if large:
+        dev = _stats_dev(
+            tuple(g_leaves[i] for i in large),
+            h0,
+            tuple(tuple(m[i] for m in ad) for i in large),
+            eps,
+            levels,
+            cfg.safety,
+            ad_coef,
+        )
+        for i, st in zip(large, jax.device_get(dev), strict=True):
+            for m in range(len(hvps)):
+                out[m][i] = {k: (int(v[m]) if k.startswith("bad") else v[m]) for k, v in st.items()}
+    if rest:
+        # one transfer; a leaf the host would not combine stays for _richardson_dev
+        gl = [g_leaves[i] for i in rest]
+        small, mods = jax.device_get(
+            ([x for x in gl if x.size <= _HOST_MAX], [[m[i] for i in rest] for m in ad])
+        )
+        it = iter(small)
+        est, err = _fd_tree([next(it) if x.size <= _HOST_MAX else x for x in gl], h0, eps, levels)
+        for m, leaves in enumerate(mods):
+            for i, st in zip(rest, _host_stats(leaves, est, err, cfg, ad_coef), strict=True):
+                out[m][i] = st
+    return out
+
+
+def _compare_leaves(name, stats, paths, shapes, cfg, what):
+    """Judge per leaf and direction in norm, from :func:`_leaf_stats` of every leaf."""
     best, notes = None, []
-    for li, (a, b, e) in enumerate(zip(ad_leaves, fd_leaves, err_leaves, strict=True)):
-        K = a.shape[0]
-        a = a.reshape(K, -1).astype(np.float64)
-        if _first_bad(a) >= 0:
-            notes.append(f"NaN/Inf in {what} at {_at(paths[li], shapes[li], _first_bad(a))}")
-        if _first_bad(b) >= 0:
+    for li, st in enumerate(stats):
+        if st["bad_ad"] >= 0:
+            notes.append(f"NaN/Inf in {what} at {_at(paths[li], shapes[li], st['bad_ad'])}")
+        if st["bad_fd"] >= 0:
             notes.append(
-                f"NaN/Inf in finite differences at {_at(paths[li], shapes[li], _first_bad(b))}"
+                f"NaN/Inf in finite differences at {_at(paths[li], shapes[li], st['bad_fd'])}"
             )
-        with np.errstate(invalid="ignore", over="ignore"):
-            d = np.abs(a - b)
-            fd_n = np.linalg.norm(e, axis=1)
-            ad_r = C_AD * eps * math.sqrt(W) * _input_rounding(eps) * np.linalg.norm(a, axis=1)
-            tol = cfg.safety * fd_n + ad_r
-            err = np.linalg.norm(d, axis=1)
+        err, fd_n, ad_r = (np.asarray(st[k], np.float64) for k in ("err", "fd", "ad"))
+        tol = cfg.safety * fd_n + ad_r
         ratio = _ratio(err, tol)
         k = int(np.argmax(ratio))
-        n = max(a.shape[1], 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            score = d[k] / (cfg.safety * e[k] + ad_r[k] / math.sqrt(n) + 1e-300)
-        idx = int(np.argmax(np.where(np.isnan(score), np.inf, score))) if score.size else 0
         cand = (
             float(ratio[k]),
             li,
@@ -689,7 +833,7 @@ def _compare_leaves(name, ad_leaves, fd_leaves, err_leaves, paths, shapes, eps, 
             float(tol[k]),
             float(fd_n[k]),
             float(ad_r[k]),
-            idx,
+            int(st["idx"][k]),
         )
         if best is None or cand[0] > best[0]:
             best = cand
@@ -740,17 +884,20 @@ def _dot_test(
     """<u, FD J v> against <J^T u, v> per direction."""
     K = est[0].shape[0]
     ul = [u.reshape(K, -1).astype(np.float64) for u in _np_leaves(us)]
-    vl = [v.reshape(K, -1).astype(np.float64) for v in _np_leaves(vs)]
-    # J^T u where v is exactly 0 (the other leaves, when localising) contributes nothing: a NaN
-    # there must not turn the re-check of a healthy leaf into a NaN
-    j_raw = [j.reshape(K, -1).astype(np.float64) for j in _np_leaves(jtu)]
-    jl = [np.where(v != 0, j, 0.0) for j, v in zip(j_raw, vl, strict=True)]
+    j_raw = [j.reshape(K, -1) for j in _np_leaves(jtu)]
     with np.errstate(invalid="ignore", over="ignore"):
+        # products in float64, each formed once (W-sized: the host's largest work here).
+        # J^T u where v is exactly 0 (the other leaves, when localising) contributes nothing:
+        # a NaN there must not turn the re-check of a healthy leaf into a NaN
+        jv = [
+            np.where(v != 0, j * v.astype(np.float64), 0.0)
+            for j, v in zip(j_raw, (v.reshape(K, -1) for v in _np_leaves(vs)), strict=True)
+        ]
         lhs = sum(np.sum(u * e, 1) for u, e in zip(ul, est, strict=True))
         lhs_err = sum(np.sum(np.abs(u) * r, 1) for u, r in zip(ul, err, strict=True))
-        rhs = sum(np.sum(j * v, 1) for j, v in zip(jl, vl, strict=True))
+        rhs = sum(np.sum(x, 1) for x in jv)
         terms = sum(np.sum(np.abs(u * e), 1) for u, e in zip(ul, est, strict=True)) + sum(
-            np.sum(np.abs(j * v), 1) for j, v in zip(jl, vl, strict=True)
+            np.sum(np.abs(x), 1) for x in jv
         )
         terms = terms * _input_rounding(eps)
         tol = cfg.safety * lhs_err + C_DOT * eps * terms
@@ -867,6 +1014,7 @@ def _run_checks(
     eps = dtype_eps(args)
     tdtype = np.dtype(np.float32) if eps > 1e-10 else np.dtype(np.float64)
     W = tree_size(args)
+    ad_coef = _ad_coef(eps, W)
     K = num_directions
     scales = _leaf_scales(args)
     vs = _scale_dirs(_directions(args, K, seed, key, 0), scales)
@@ -892,6 +1040,14 @@ def _run_checks(
         todo = tuple(c for c in checks if c not in unavailable)
         cfg = dataclasses.replace(cfg, checks=todo)
         res = _eval(f, args, vs, us, u0, ts, tts, cfg) if todo else None
+    if res is not None:
+        # one transfer for everything the host compares (a GPU syncs per array otherwise);
+        # the gradient ladder and the HVPs stay for the Richardson kernel, as does a line of
+        # f values too large for the host
+        stay = {"G", *(c for c in todo if c.startswith("hvp"))}
+        if "F" in res and any(x.size > _HOST_MAX for x in jax.tree_util.tree_leaves(res["F"])):
+            stay.add("F")
+        res = {**res, **jax.device_get({k: v for k, v in res.items() if k not in stay})}
     f0 = _np_leaves(res["f0"]) if res is not None else []
     f0_notes = [
         f"NaN/Inf in f(args) at {_at(p, s, _first_bad(x[None]))}"
@@ -904,13 +1060,9 @@ def _run_checks(
         prim, tan = res["jvp"]
         results["jvp"] = _compare_leaves(
             "jvp",
-            _np_leaves(tan),
-            est,
-            err,
+            _host_stats(_np_leaves(tan), est, err, cfg, ad_coef),
             out_paths,
             out_shapes,
-            eps,
-            W,
             cfg,
             "the AD tangent (jvp)",
         )
@@ -945,11 +1097,9 @@ def _run_checks(
         )
     hvps = [c for c in todo if c.startswith("hvp")]
     if hvps:
-        gest, gerr = _fd_tree(res["G"], h0, eps, levels)
-        for c in hvps:
-            results[c] = _compare_leaves(
-                c, _np_leaves(res[c]), gest, gerr, in_paths, in_shapes, eps, W, cfg, "the AD HVP"
-            )
+        stats = _hvp_stats(res["G"], [res[c] for c in hvps], h0, eps, levels, cfg, ad_coef)
+        for c, st in zip(hvps, stats, strict=True):
+            results[c] = _compare_leaves(c, st, in_paths, in_shapes, cfg, "the AD HVP")
     if "taylor" in todo:
         p0, ps, d = res["taylor"]
         results["taylor"] = _taylor_result(p0, ps, d, tts, eps, W)
@@ -1010,12 +1160,9 @@ def _localize(f, args, scales, vs, us, u0, ts, tts, cfg, eps, W, levels) -> np.n
             worst = max(worst, float(np.max(_ratio(dif, tol))))
         if "jvp" in first:
             tan = _np_leaves(res["jvp"][1])
-            for a, b, e in zip(tan, est, err, strict=True):
-                a = a.reshape(a.shape[0], -1).astype(np.float64)
-                tol = cfg.safety * np.linalg.norm(e, axis=1) + C_AD * eps * _input_rounding(
-                    eps
-                ) * math.sqrt(W) * np.linalg.norm(a, axis=1)
-                worst = max(worst, float(np.max(_ratio(np.linalg.norm(a - b, axis=1), tol))))
+            for st in _host_stats(tan, est, err, cfg, _ad_coef(eps, W)):
+                tol = cfg.safety * st["fd"] + st["ad"]
+                worst = max(worst, float(np.max(_ratio(st["err"], tol))))
         out.append(worst)
     return np.asarray(out)
 
