@@ -132,6 +132,7 @@ def matmul_precision() -> str | None:
 
 def env_header() -> dict[str, Any]:
     """Device, backend, versions and float32 matmul precision, for a benchmark's header."""
+    import os
     import platform
 
     import jaxlib
@@ -139,6 +140,7 @@ def env_header() -> dict[str, Any]:
     import chainrule
 
     dev = jax.devices()[0]
+    extra = os.environ.get("CHAINRULE_CHECK_XLA_OPTIONS")
     return {
         "chainrule": chainrule.__version__,
         "jax": jax.__version__,
@@ -151,4 +153,5 @@ def env_header() -> dict[str, Any]:
         "matmul_precision": str(matmul_precision() or "default")
         + (" (TF32 on recent NVIDIA GPUs)" if jax.default_backend() == "gpu" else ""),
         "cpu": platform.processor() or platform.machine(),
+        **({"check_xla_options": extra} if extra else {}),
     }
