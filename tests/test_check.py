@@ -382,3 +382,26 @@ def test_nan_in_a_large_hvp_is_reported_with_its_path(on_device, monkeypatch):
     rep = cr.check_hvp(lambda w: jnp.sum(jnp.sqrt(jnp.abs(w))), (w,))
     assert not rep.passed
     assert "NaN/Inf in the AD HVP at args[0][10000]" in rep.summary(), rep.summary()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_no_false_alarm_when_f_is_a_sum_of_cancelling_terms(dtype):
+    # sum(w^3) over a symmetric grid is ~0 but rounds at eps * sum|w^3|, ~1e4 times eps |f|:
+    # the round-off model alone let a neighbour-difference estimate that agreed by chance stand
+    # (float64 jvp: error 2.9e-10 vs tol 1.1e-10); the ladder's even part shows that noise
+    w = jnp.linspace(-1.5, 1.5, 30_000, dtype=dtype)
+    p = {"w": w, "b": jnp.linspace(-1.0, 1.0, 7, dtype=dtype)}
+    f = lambda q: jnp.sum(q["w"] ** 3 / 3) + jnp.sum(jnp.tanh(q["b"]))
+    for seed in range(3):
+        rep = cr.check_grads(f, (p,), order=2, seed=seed)
+        assert rep.passed, rep.summary()
+
+    # and a 1% error in the same setting is still caught
+    @jax.custom_jvp
+    def cubes(w):
+        return jnp.sum(w**3 / 3)
+
+    cubes.defjvp(lambda x, t: (cubes(x[0]), 1.01 * jnp.sum(x[0] ** 2 * t[0])))
+    bad = lambda q: cubes(q["w"]) + jnp.sum(jnp.tanh(q["b"]))
+    rep = cr.check_grads(bad, (p,), seed=0)
+    assert not rep.passed and rep["jvp"].status == "failed", rep.summary()

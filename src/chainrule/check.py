@@ -73,7 +73,7 @@ from chainrule._tree import (
 )
 from chainrule.fd import (
     DEFAULT_LEVELS,
-    _floor_scale,
+    _noise_floor,
     _richardson_matrices,
     _richardson_table,
     dtype_eps,
@@ -611,14 +611,12 @@ def _richardson_np(F: np.ndarray, h0: np.ndarray, eps: float, levels: int):
     A, BL, BR, amp = (m.astype(F.dtype) for m in _richardson_matrices(levels))
     K = F.shape[0]
     ests, errs = [], []
-    tiny = np.finfo(F.dtype).tiny
     for k in range(K):
         Fk = F[k]
         h = F.dtype.type(h0[k])
         with np.errstate(invalid="ignore", over="ignore"):
             E = np.maximum(np.abs(BL @ Fk), np.abs(BR @ Fk)) / h
-            floor = (eps / h) * (_floor_scale(np.abs(Fk), levels, np) + tiny)
-            E = np.maximum(E, amp[:, None] * floor)
+            E = np.maximum(E, amp[:, None] * _noise_floor(Fk, eps, levels, np) / h)
             E[np.isnan(E)] = np.inf
             # One entry per (direction, leaf): the smallest error in norm over the leaf.
             # Picking per element would let a few elements whose neighbour differences cancel

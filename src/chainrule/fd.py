@@ -189,12 +189,35 @@ def _floor_scale(absF, levels: int, xp=jnp):
     return xp.concatenate([c for c in (lev, r1, r2) if c.shape[0] >= 2], 0)
 
 
+def _noise_floor(F, eps: float, levels: int, xp=jnp):
+    """Per candidate and element, the noise of f's values that a candidate's ``sum|c|`` amplifies.
+
+    The larger of the round-off model ``eps max|f|`` over the candidate's points
+    (:func:`_floor_scale`) and the noise the ladder itself shows: the even part
+    ``S_k = f(x + h_k v) + f(x - h_k v) - 2 f(x)`` is ``h_k^2 f''`` plus O(h^4); extrapolated
+    twice (``R_k = S_(k+1) - S_k / 4``, then ``R_(k+1) - R_k / 16``) it is O(h^6) plus noise,
+    and at the smallest steps only noise is left.
+    That noise is what ``eps |f|`` cannot see when f is a sum of many cancelling terms
+    (``sum(w^3)`` over a symmetric grid rounds at ``eps sum|w^3|``, far above ``eps |f|``); the
+    central differences never use the even part, so it is an independent witness.
+    """
+    L = levels
+    tiny = xp.finfo(F.dtype).tiny
+    model = eps * (_floor_scale(xp.abs(F), L, xp) + tiny)
+    S = F[:L] + F[L : 2 * L] - 2 * F[-1][None]
+    R = S[1:] - S[:-1] / 4  # O(h^4) + noise
+    R = xp.abs(R[1:] - R[:-1] / 16)  # O(h^6) + noise: below float64's noise at these steps
+    seen = xp.max(R[-2:], axis=0) / 2  # ~ the rms of one value's noise (|c| of R: 2.0)
+    return xp.maximum(model, seen[None])
+
+
 def _richardson_table(F: jax.Array, h0: jax.Array, eps: float, levels: int):
     """Per element, the Richardson-table entry with the smallest estimated error.
 
     ``F`` has shape ``(2L + 1,) + out_shape`` (see :func:`_richardson_matrices`). Each entry's
     error is the larger of its differences to its neighbours in step size (truncation and
-    noise both show there), floored by the round-off model ``eps |f(x)| sum|c| / h``.
+    noise both show there), floored by the noise of f's values times ``sum|c| / h``
+    (:func:`_noise_floor`).
     Returns (estimate, error estimate) shaped like ``out_shape``.
     """
     rdt = jnp.finfo(F.dtype).dtype  # errors and steps are real, also for a complex f
@@ -210,8 +233,7 @@ def _richardson_table(F: jax.Array, h0: jax.Array, eps: float, levels: int):
         )
         / h
     )
-    noise = eps * (_floor_scale(jnp.abs(Ff), levels) + jnp.finfo(F.dtype).tiny)
-    E = jnp.maximum(E, amp[:, None] * noise / h)
+    E = jnp.maximum(E, amp[:, None] * _noise_floor(Ff, eps, levels) / h)
     E = jnp.where(jnp.isnan(E), jnp.inf, E)
     # one entry for the whole leaf: the smallest error in norm (per element, a few elements
     # whose neighbour differences cancel by chance would get an underestimated error)
