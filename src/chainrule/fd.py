@@ -196,18 +196,18 @@ def _noise_floor(F, eps: float, levels: int, xp=jnp):
     (:func:`_floor_scale`) and the noise the ladder itself shows: the even part
     ``S_k = f(x + h_k v) + f(x - h_k v) - 2 f(x)`` is ``h_k^2 f''`` plus O(h^4); extrapolated
     twice (``R_k = S_(k+1) - S_k / 4``, then ``R_(k+1) - R_k / 16``) it is O(h^6) plus noise,
-    and at the smallest steps only noise is left.
-    That noise is what ``eps |f|`` cannot see when f is a sum of many cancelling terms
-    (``sum(w^3)`` over a symmetric grid rounds at ``eps sum|w^3|``, far above ``eps |f|``); the
-    central differences never use the even part, so it is an independent witness.
+    and at the smallest steps only noise is left. That noise is what ``eps |f|`` cannot see
+    when f is a sum of many cancelling terms (``sum(w^3)`` over a symmetric grid rounds at
+    ``eps sum|w^3|``, far above ``eps |f|``); the central differences never use the even part,
+    so it is an independent witness.
     """
     L = levels
-    tiny = xp.finfo(F.dtype).tiny
-    model = eps * (_floor_scale(xp.abs(F), L, xp) + tiny)
-    S = F[:L] + F[L : 2 * L] - 2 * F[-1][None]
+    model = eps * (_floor_scale(xp.abs(F), L, xp) + xp.finfo(F.dtype).tiny)
+    lo = max(L - 4, 0)  # the last two twice-extrapolated rows use the 4 smallest steps
+    S = F[lo:L] + F[L + lo : 2 * L] - 2 * F[-1][None]
     R = S[1:] - S[:-1] / 4  # O(h^4) + noise
-    R = xp.abs(R[1:] - R[:-1] / 16)  # O(h^6) + noise: below float64's noise at these steps
-    seen = xp.max(R[-2:], axis=0) / 2  # ~ the rms of one value's noise (|c| of R: 2.0)
+    R = R[1:] - R[:-1] / 16  # O(h^6) + noise: below float64's noise at these steps
+    seen = xp.max(xp.abs(R), axis=0) / 2  # ~ the rms of one value's noise (|c| of a row: 2.0)
     return xp.maximum(model, seen[None])
 
 
