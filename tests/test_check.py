@@ -405,3 +405,54 @@ def test_no_false_alarm_when_f_is_a_sum_of_cancelling_terms(dtype):
     bad = lambda q: cubes(q["w"]) + jnp.sum(jnp.tanh(q["b"]))
     rep = cr.check_grads(bad, (p,), seed=0)
     assert not rep.passed and rep["jvp"].status == "failed", rep.summary()
+
+
+def _relu_mlp(seed: int, dtype, scale: float = 1.0):
+    r = np.random.default_rng(seed)
+    X = jnp.asarray(r.normal(size=(32, 64)), dtype)
+    ws = [jnp.asarray(r.normal(size=(64, 64)) * np.sqrt(2 / 64), dtype) for _ in range(3)]
+
+    @jax.custom_jvp
+    def relu(h):
+        return jax.nn.relu(h)
+
+    # scale != 1 plants a bug: the rule's slope is off by (scale - 1) on the positive side
+    relu.defjvp(lambda x, t: (relu(x[0]), jnp.where(x[0] > 0, scale, 0.0) * t[0]))
+
+    def loss(ws):
+        h = X
+        for w in ws:
+            h = relu(h @ w)
+        return jnp.mean(h**2)
+
+    return loss, (ws,)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kinks_and_overflow_at_the_default_steps_are_rechecked_at_smaller_ones(dtype):
+    # FD across a relu's kink, or with exp overflowing at the ladder's top step, is wrong at
+    # the default steps only: the check re-runs 64x lower, bounded by the first tolerances.
+    # (Kinks also inflate the first run's FD error estimate, so small bugs hide behind them:
+    # a 1% slope error in this net's relu passed, float32 error 2.4e-3 vs tol 1.3e-2.)
+    rechecked = 0
+    for seed in range(6):
+        f, args = _relu_mlp(seed, dtype)
+        rep = cr.check_grads(f, args, order=2, seed=seed)
+        assert rep.passed, rep.summary()
+        rechecked += "smaller steps" in rep.summary()
+        bad, args = _relu_mlp(seed, dtype, scale=1.2)
+        rep = cr.check_grads(bad, args, seed=seed)
+        assert not rep.passed and rep["jvp"].status == "failed", rep.summary()
+    assert rechecked > 0  # without the re-check these seeds raise false alarms
+    x = jnp.asarray(np.random.default_rng(0).normal(size=100) + 60, dtype)  # e^60 ~ 1e26
+    rep = cr.check_grads(lambda x: jnp.sum(jnp.exp(x)), (x,), order=2)
+    assert rep.passed, rep.summary()
+    rep = cr.check_grads(lambda x: jnp.sum(jnp.abs(x)), (x - 60,))
+    assert rep.passed, rep.summary()
+
+    @jax.custom_jvp
+    def exp(x):
+        return jnp.exp(x)
+
+    exp.defjvp(lambda x, t: (exp(x[0]), 1.01 * jnp.exp(x[0]) * t[0]))
+    assert not cr.check_grads(lambda x: jnp.sum(exp(x)), (x,)).passed
