@@ -41,9 +41,14 @@ def test_catches_every_planted_bug(case, dtype):
 def test_no_false_alarm_on_correct_functions(case, dtype):
     report = _report(case.name, dtype)
     report.raise_if_failed()
-    # the margin is real: the worst error is well inside its tolerance
-    worst = max(r.error / r.tolerance for r in report.results if r.status == "passed")
-    assert worst < 0.5, report.summary()
+    # the margin is real: the worst error is well inside its tolerance (for a smooth f; FD
+    # across a relu's kinks has real errors that the tolerance covers with less room)
+    worst = max(
+        r.error / r.tolerance if r.tolerance > 0 else (np.inf if r.error > 0 else 0.0)
+        for r in report.results
+        if r.status == "passed"
+    )
+    assert worst < (0.5 if case.smooth else 1.0), report.summary()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

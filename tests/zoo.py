@@ -32,6 +32,7 @@ class Case:
     description: str
     build: Callable[[Any], tuple[Callable, tuple]]
     custom_vjp: bool = False  # forward mode does not exist for f
+    smooth: bool = True  # False: FD has real errors at kinks, so margins are thinner
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -259,6 +260,33 @@ def _deep_mlp(dt):
     return f, (ws,)
 
 
+def _relu_mlp(dt):
+    # with 6000 relu units, FD steps cross kinks: at the steps a smooth function wants, the
+    # difference quotient of this (seed's) net is wrong by more than its error estimate
+    r = _rng(1)
+    xb = jnp.asarray(r.normal(size=(32, 64)), dt)
+    ws = [jnp.asarray(r.normal(size=(64, 64)) * np.sqrt(2 / 64), dt) for _ in range(3)]
+
+    def f(params):
+        h = xb
+        for w in params:
+            h = jax.nn.relu(h @ w)
+        return jnp.mean(h**2)
+
+    return f, (ws,)
+
+
+def _cancelling_sum(dt):
+    # ~0 as a sum of 3e4 terms up to 1.1: it rounds at eps sum|w^3|, ~1e4 times eps |f|
+    w = jnp.linspace(-1.5, 1.5, 30_000, dtype=dt)
+    return (lambda w: jnp.sum(w**3 / 3)), (w,)
+
+
+def _near_overflow(dt):
+    # e^60 ~ 1e26 is fine in float32 (max 3e38), e^(60 + a step of 20% of 60) is not
+    return (lambda x: jnp.sum(jnp.exp(x))), (jnp.asarray(_rng(9).normal(size=64) + 60, dt),)
+
+
 def _correct_custom(dt):
     @jax.custom_jvp
     def f(x):
@@ -312,6 +340,11 @@ CASES: tuple[Case, ...] = (
     Case("sum over 100k", False, 1, "sum(log1p(x^2)) over 1e5 elements", _sum_100k),
     Case("deep tanh MLP (order 2)", False, 2, "8 layers of 32x32 tanh, batch 16", _deep_mlp),
     Case("correct custom_jvp", False, 1, "softplus with a correct custom_jvp", _correct_custom),
+    Case(
+        "relu MLP (order 2)", False, 2, "3 layers of 64x64 relu, batch 32", _relu_mlp, smooth=False
+    ),
+    Case("cancelling sum", False, 1, "sum(w^3) over a symmetric grid of 3e4", _cancelling_sum),
+    Case("near overflow", False, 2, "sum(exp(x)), x ~ 60 (e^60 ~ 1e26)", _near_overflow),
 )
 
 BUGS = tuple(c for c in CASES if c.bug)
