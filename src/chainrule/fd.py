@@ -189,26 +189,23 @@ def _floor_scale(absF, levels: int, xp=jnp):
     return xp.concatenate([c for c in (lev, r1, r2) if c.shape[0] >= 2], 0)
 
 
-def _noise_floor(F, eps: float, levels: int, xp=jnp):
-    """Per candidate and element, the noise of f's values that a candidate's ``sum|c|`` amplifies.
+def _noise_seen(F, levels: int, xp=jnp):
+    """Per element, the noise of f's values that the ladder itself shows.
 
-    The larger of the round-off model ``eps max|f|`` over the candidate's points
-    (:func:`_floor_scale`) and the noise the ladder itself shows: the even part
-    ``S_k = f(x + h_k v) + f(x - h_k v) - 2 f(x)`` is ``h_k^2 f''`` plus O(h^4); extrapolated
-    twice (``R_k = S_(k+1) - S_k / 4``, then ``R_(k+1) - R_k / 16``) it is O(h^6) plus noise,
-    and at the smallest steps only noise is left. That noise is what ``eps |f|`` cannot see
-    when f is a sum of many cancelling terms (``sum(w^3)`` over a symmetric grid rounds at
-    ``eps sum|w^3|``, far above ``eps |f|``); the central differences never use the even part,
-    so it is an independent witness.
+    The even part ``S_k = f(x + h_k v) + f(x - h_k v) - 2 f(x)`` is ``h_k^2 f''`` plus O(h^4);
+    extrapolated twice (``R_k = S_(k+1) - S_k / 4``, then ``R_(k+1) - R_k / 16``) it is O(h^6)
+    plus noise, and at the smallest steps only noise is left. That noise is what the round-off
+    model ``eps |f|`` cannot see when f is a sum of many cancelling terms (``sum(w^3)`` over a
+    symmetric grid rounds at ``eps sum|w^3|``, far above ``eps |f|``); the central differences
+    never use the even part, so it is an independent witness. A candidate's share is
+    ``sum|c| * seen / h``.
     """
     L = levels
-    model = eps * (_floor_scale(xp.abs(F), L, xp) + xp.finfo(F.dtype).tiny)
     lo = max(L - 4, 0)  # the last two twice-extrapolated rows use the 4 smallest steps
     S = F[lo:L] + F[L + lo : 2 * L] - 2 * F[-1][None]
     R = S[1:] - S[:-1] / 4  # O(h^4) + noise
     R = R[1:] - R[:-1] / 16  # O(h^6) + noise: below float64's noise at these steps
-    seen = xp.max(xp.abs(R), axis=0) / 2  # ~ the rms of one value's noise (|c| of a row: 2.0)
-    return xp.maximum(model, seen[None])
+    return xp.max(xp.abs(R), axis=0) / 2  # ~ the rms of one value's noise (|c| of a row: 2.0)
 
 
 def _richardson_table(F: jax.Array, h0: jax.Array, eps: float, levels: int):
@@ -216,8 +213,8 @@ def _richardson_table(F: jax.Array, h0: jax.Array, eps: float, levels: int):
 
     ``F`` has shape ``(2L + 1,) + out_shape`` (see :func:`_richardson_matrices`). Each entry's
     error is the larger of its differences to its neighbours in step size (truncation and
-    noise both show there), floored by the noise of f's values times ``sum|c| / h``
-    (:func:`_noise_floor`).
+    noise both show there), floored by the round-off model ``eps |f(x)| sum|c| / h`` and by
+    the noise the ladder shows (:func:`_noise_seen`) times ``sum|c| / h``.
     Returns (estimate, error estimate) shaped like ``out_shape``.
     """
     rdt = jnp.finfo(F.dtype).dtype  # errors and steps are real, also for a complex f
@@ -233,16 +230,23 @@ def _richardson_table(F: jax.Array, h0: jax.Array, eps: float, levels: int):
         )
         / h
     )
-    E = jnp.maximum(E, amp[:, None] * _noise_floor(Ff, eps, levels) / h)
+    noise = eps * (_floor_scale(jnp.abs(Ff), levels) + jnp.finfo(F.dtype).tiny)
+    E = jnp.maximum(E, amp[:, None] * noise / h)
     E = jnp.where(jnp.isnan(E), jnp.inf, E)
     # one entry for the whole leaf: the smallest error in norm (per element, a few elements
     # whose neighbour differences cancel by chance would get an underestimated error)
     # (the norm in at least float32: float16's max / 1e6 would clip every error to 0.07)
-    En = E.astype(jnp.promote_types(E.dtype, jnp.float32))
-    i = jnp.argmin(jnp.sqrt(jnp.sum(jnp.minimum(En, float(jnp.finfo(En.dtype).max) / 1e6) ** 2, 1)))
+    wide = jnp.promote_types(E.dtype, jnp.float32)
+    big = float(jnp.finfo(wide).max) / 1e6
+    norm = lambda x, axis: jnp.sqrt(jnp.sum(jnp.minimum(x.astype(wide), big) ** 2, axis))
+    # the witnessed noise enters per candidate through its norm, and elementwise only into the
+    # chosen row: folded into the whole table it cost a large kernel 3x its time on the CPU
+    seen = jnp.where(jnp.isnan(s := _noise_seen(Ff, levels)), jnp.inf, s).astype(rdt)
+    i = jnp.argmin(jnp.maximum(norm(E, 1), amp * norm(seen, 0) / h))
     # only the chosen candidate is formed: a third of the work on large leaves
     est = jnp.matmul(jnp.take(A, i, axis=0), Ff, precision=hp) / h
-    return est.reshape(shape), E[i].reshape(shape)
+    err = jnp.maximum(E[i], amp[i] * seen / h)
+    return est.reshape(shape), err.reshape(shape)
 
 
 def _directional_impl(f, x, v, method, step, levels):
