@@ -43,13 +43,16 @@ jit-compiled program per (function, shapes, options): a repeated check of the sa
 the same shapes does not re-trace. What does not involve ``f`` (random directions, steps, the
 Richardson table, the comparisons) runs on the host in NumPy, except the Richardson table of
 large leaves (over 2^18 line values, e.g. a gradient ladder), which is one small kernel per
-shape shared by every check; so a cold check compiles little beyond the derivatives of ``f``.
+shape shared by every check (on an accelerator it also compares the HVPs there, and only
+statistics come back); so a cold check compiles little beyond the derivatives of ``f``.
 The compiler options that make this cheap are in :func:`_compile_options`. A mode that does not
 exist for ``f`` (forward mode of a ``custom_vjp`` function) is reported as skipped.
 
 Costs, in evaluations of ``f`` per direction: FD ``2 * levels + 1`` (13 by default); a JVP ~2-3;
 a VJP ~3; an HVP check ``2 * levels + 1`` gradient evaluations (~3 each) plus one HVP (~4-5). On
-failure, a localisation pass repeats the first-order FD once per input leaf.
+failure the program runs again with the ladder 64x, then 4096x lower (FD across a kink or past
+f's domain is wrong at large steps only; a re-check passes only within the first run's
+tolerances), and a localisation pass repeats the first-order FD once per input leaf.
 """
 
 from __future__ import annotations
@@ -1327,7 +1330,10 @@ def check_grads(
 
     Cost per direction: 13 evaluations of ``f`` for the FD side (levels=6), a JVP and/or a VJP;
     with order 2, 13 gradient evaluations and one HVP per mode. Independent of the number of
-    parameters W (beyond the cost of f itself).
+    parameters W (beyond the cost of f itself). A failed check is re-run at 64x and 4096x
+    smaller steps (at most two more runs of the same program) and passes if a re-run passes
+    within the first run's tolerances: the FD of a relu network across its kinks, or a step that
+    overflows, is wrong at large steps only.
 
     Args:
       f: function of ``len(args)`` positional pytree arguments, returning any pytree of
