@@ -784,7 +784,8 @@ def _hvp_stats(G, hvps: list, h0, eps, levels, cfg, ad_coef) -> list[list[dict[s
     the statistics (no transfer of the ladder's estimates, no host pass over them)."""
     g_leaves = jax.tree_util.tree_leaves(G)
     ad = [jax.tree_util.tree_leaves(t) for t in hvps]
-    large = [i for i, x in enumerate(g_leaves) if x.size > _HOST_MAX and _compare_on_device()]
+    on_device = _compare_on_device()
+    large = [i for i, x in enumerate(g_leaves) if on_device and x.size > _HOST_MAX]
     rest = [i for i in range(len(g_leaves)) if i not in large]
     out: list[list[Any]] = [[None] * len(g_leaves) for _ in hvps]
     if large:
