@@ -10,7 +10,7 @@ on the jax row):
 * ``mlp second point``: in that process, the same function checked again at a second point with
   the same shapes (chainrule: nothing re-traces); median of 5. The two checkers run in separate
   processes, so these are not interleaved: compare them within one run of the suite.
-* ``zoo cold <dtype>``: the whole zoo of ``tests/zoo.py`` (17 correct and wrong derivative
+* ``zoo cold <dtype>``: the whole zoo of ``tests/zoo.py`` (20 correct and wrong derivative
   rules), fresh functions, order and modes per case; and one ``zoo <dtype> <case>`` row per case
   with both checkers' verdicts in ``note``.
 
