@@ -356,7 +356,9 @@ def directional(
 
     Returns:
       ``(estimate, error_estimate)``, both pytrees like ``f``'s output; the error estimate is
-      elementwise and non-negative (truncation measured from two steps, plus round-off).
+      elementwise and non-negative (truncation measured from two steps, plus round-off; for
+      ``"richardson"`` also the noise of ``f``'s values that the ladder's even part shows, which
+      a sum of many cancelling terms has far above ``eps |f|``).
 
     Raises:
       ValueError: an unknown method, ``levels < 3``, or ``v`` not shaped like ``x``.
