@@ -26,27 +26,19 @@ import subprocess
 import sys
 import time
 
+# Relative to chainrule's options of 2026-11-27 (no Triton GEMMs, ptxas -O0 for the check's
+# program): the 2026-11-26 options were "triton_and_ptxas_on" (cold 2.96 s on an H200 against
+# 0.77 s); xla_gpu_enable_llvm_module_compilation_parallelism does not exist in jax 0.11.2.
 VARIANTS: list[tuple[str, dict, int | None]] = [
     ("current", {}, None),
-    ("no_triton_gemm", {"xla_gpu_enable_triton_gemm": False}, None),
-    ("ptxas_O0", {"xla_gpu_disable_gpuasm_optimizations": True}, None),
-    ("llvm_parallel", {"xla_gpu_enable_llvm_module_compilation_parallelism": True}, None),
+    ("triton_on", {"xla_gpu_enable_triton_gemm": True}, None),
+    ("ptxas_opt_on", {"xla_gpu_disable_gpuasm_optimizations": False}, None),
+    (
+        "triton_and_ptxas_on",
+        {"xla_gpu_enable_triton_gemm": True, "xla_gpu_disable_gpuasm_optimizations": False},
+        None,
+    ),
     ("no_command_buffer", {"xla_gpu_enable_command_buffer": ""}, None),
-    (
-        "no_triton_ptxas_O0",
-        {"xla_gpu_enable_triton_gemm": False, "xla_gpu_disable_gpuasm_optimizations": True},
-        None,
-    ),
-    (
-        "all",
-        {
-            "xla_gpu_enable_triton_gemm": False,
-            "xla_gpu_disable_gpuasm_optimizations": True,
-            "xla_gpu_enable_llvm_module_compilation_parallelism": True,
-            "xla_gpu_enable_command_buffer": "",
-        },
-        None,
-    ),
     ("current_levels4", {}, 4),
     ("current_again", {}, None),
 ]
@@ -152,7 +144,8 @@ def profile(quick: bool) -> None:
 
 def pick(lines: list[dict]) -> dict:
     """The extra options of the fastest cold variant (default levels) whose checks passed and
-    whose second point is within 10% of the current options'; {} when none beats current."""
+    whose second point is within 25% of the current options' (single second-point medians move
+    ~20% between fresh processes on an H200); {} when none beats current."""
     by = {r["variant"]: r for r in lines if "cold_ms" in r and r.get("passed")}
     base = [by[n] for n in ("current", "current_again") if n in by]
     if not base:
@@ -162,7 +155,7 @@ def pick(lines: list[dict]) -> dict:
     best, best_cold = {}, cold0
     for n, extra, levels in VARIANTS:
         r = by.get(n)
-        if r and extra and levels is None and r["second_ms"] <= 1.1 * sec0:
+        if r and extra and levels is None and r["second_ms"] <= 1.25 * sec0:
             if r["cold_ms"] < best_cold:
                 best, best_cold = extra, r["cold_ms"]
     return best
