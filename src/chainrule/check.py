@@ -1155,26 +1155,17 @@ def _run_checks(
     ]
     derived, tols = _derivatives(res, h0, ctx) if res is not None else ({}, {})
     results.update(derived)
-    if "jvp" in todo:
-        results["jvp primal"] = _compare_primal(
-            "jvp primal",
-            _np_leaves(res["jvp"][0]),
-            f0,
-            out_paths,
-            out_shapes,
-            eps,
-            "the jvp primal output",
-        )
-    if "vjp" in todo:
-        results["vjp primal"] = _compare_primal(
-            "vjp primal",
-            _np_leaves(res["vjp"][0]),
-            f0,
-            out_paths,
-            out_shapes,
-            eps,
-            "the vjp primal output",
-        )
+    for c in ("jvp", "vjp"):
+        if c in todo:
+            results[f"{c} primal"] = _compare_primal(
+                f"{c} primal",
+                _np_leaves(res[c][0]),
+                f0,
+                out_paths,
+                out_shapes,
+                eps,
+                f"the {c} primal output",
+            )
     # A failure that smaller steps undo is FD's, not AD's: finite differences across a kink
     # (relu, abs, max) or with steps leaving f's domain or range (log, exp overflow) are wrong
     # at the default steps only. The same compiled program runs again with the ladder 64x
