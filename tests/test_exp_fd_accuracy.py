@@ -47,7 +47,14 @@ def test_slopes_match_the_stencil_orders(quick_run):
         assert fits["forward", dt]["best_error"] < 30 * eps**0.5
         assert fits["central", dt]["best_error"] < 30 * eps ** (2 / 3)
         assert fits["forward", dt]["best_error"] > 0.01 * eps**0.5
-    assert "Agreement (forward slope ~1 and central slope ~2" in (run_dir / "report.md").read_text()
+    # The higher-order stencils: O(h^4) and O(h^6) in float64.
+    assert fits["central6", "float64"]["slope_truncation"] == pytest.approx(6.0, abs=0.55)
+    verdicts = {(v["method"], v["dtype"]): v["verdict"] for v in res["tables"]["verdicts"]}
+    for method in ("forward", "central", "central4", "central6", "complex"):
+        assert verdicts[method, "float64"] == "reproduced", method
+    assert res["summary"]["verdict"] == "reproduced"
+    assert "Verdict on the O(h^p) claim" in (run_dir / "report.md").read_text()
+    assert (run_dir / "plots" / "error_vs_step.png").exists()
 
 
 def test_gradient_cost_table(quick_run):
@@ -62,11 +69,60 @@ def test_gradient_cost_table(quick_run):
     assert (run_dir / "plots" / "error_vs_step.png").exists()
 
 
-def test_error_curves_are_reproducible(quick_run, tmp_path):
+def test_error_curves_are_reproducible_and_the_verdict_holds_for_another_seed(quick_run, tmp_path):
     _, res = quick_run
     again = results(run_config(QUICK, out=tmp_path, overrides=["params.cost_widths=[]"]))
     assert again["tables"]["errors"] == res["tables"]["errors"]
     assert again["tables"]["slopes"] == res["tables"]["slopes"]
+    other = results(run_config(QUICK, out=tmp_path, overrides=["params.cost_widths=[]", "seed=1"]))
+    assert other["tables"]["errors"] != res["tables"]["errors"]
+    assert other["summary"]["verdict"] == "reproduced"
+
+
+def _synthetic_fits(orders, p, scale=10.0, eps=2.0**-52):
+    """Fits of exact V curves ``scale h^q + eps / h`` (``q`` the measured order)."""
+    h = np.logspace(-16, 0, 161)  # 10 steps per decade
+    out = []
+    for method, q in orders.items():
+        err = scale * h**q + eps / h
+        fit = fda.fit_slopes(h, err, p)
+        out.append(
+            {"dtype": "float64", "method": method, "expected_order": fda.ORDERS[method], **fit}
+        )
+    return out
+
+
+def test_verdicts_on_synthetic_v_curves():
+    p = fda.Params()
+    good = fda.stencil_verdicts(
+        _synthetic_fits({"forward": 1, "central": 2, "central4": 4, "central6": 6}, p)
+    )
+    assert [v["verdict"] for v in good] == ["reproduced"] * 4
+    assert fda.overall_verdict(good) == "reproduced"
+    # Two-sided: a sixth-order stencil that measures 5 or 7, or a fourth-order one at 3 or 5,
+    # is not its paper's order.
+    for wrong in ({"central6": 5}, {"central6": 7}, {"central4": 3}, {"central4": 5}):
+        bad = fda.stencil_verdicts(_synthetic_fits(wrong, p))
+        assert bad[0]["verdict"] == "not reproduced", wrong
+    mixed = fda.stencil_verdicts(_synthetic_fits({"central": 2, "central6": 4}, p))
+    assert fda.overall_verdict(mixed) == "partial"
+    # A round-off branch far off eps / h fails that part of the claim only.
+    h = np.logspace(-16, 0, 65)
+    fit = fda.fit_slopes(h, 1e-3 * h**2 + 1e-20 / h**2, p)
+    (v,) = fda.stencil_verdicts(
+        [{"dtype": "float64", "method": "central", "expected_order": 2, **fit}]
+    )
+    assert v["verdict"] == "partial" and not v["ok_roundoff"]
+
+
+def test_an_unresolvable_float64_stencil_keeps_the_verdict_partial():
+    p = fda.Params()
+    fits = _synthetic_fits({"central": 2}, p)
+    flat = fda.fit_slopes(np.logspace(-16, 0, 65), np.full(65, 1e-16), p)
+    fits.append({"dtype": "float64", "method": "central6", "expected_order": 6, **flat})
+    verdicts = fda.stencil_verdicts(fits)
+    assert verdicts[1]["verdict"] == "not resolvable"
+    assert fda.overall_verdict(verdicts) == "partial"
 
 
 def test_fit_slopes_on_a_synthetic_v():
