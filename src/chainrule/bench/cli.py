@@ -128,6 +128,25 @@ def _run_suite(name: str, quick: bool, reps: int | None, size: str | None) -> li
     return rows
 
 
+def _unwritable(path: str) -> str | None:
+    """Why ``path`` cannot be written (created parents included), or None if it can."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        return "is a folder, not a file"
+    existed = p.exists()
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "a"):
+            pass
+    except OSError as e:
+        return f"cannot be written ({e.strerror or type(e).__name__})"
+    if not existed:
+        p.unlink()
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``chainrule bench``; returns the exit status (0 ok, 1 a suite failed, 2 bad usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -147,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps is not None and args.reps < 1:
         print(f"chainrule bench: error: --reps must be >= 1, found {args.reps}.", file=sys.stderr)
         return 2
+    for flag, out in (("--json", args.json), ("--md", args.md)):
+        problem = _unwritable(out) if out else None
+        if problem:  # before the benchmark runs, not after minutes of it
+            print(f"chainrule bench: error: {flag} {out}: {problem}", file=sys.stderr)
+            return 2
     quick = args.quick or os.environ.get("CHAINRULE_BENCH_QUICK", "") not in ("", "0")
 
     from chainrule.bench.report import (
