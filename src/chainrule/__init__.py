@@ -18,8 +18,6 @@ from chainrule import nets as nets
 from chainrule import normalization as norm
 from chainrule import normalization as normalization
 from chainrule._deepnorm import DeepNormConstants as DeepNormConstants
-from chainrule._jit import cache_info as cache_info
-from chainrule._jit import clear_cache as clear_caches
 from chainrule._deepnorm import deepnorm_constants as deepnorm_constants
 from chainrule.ad import HVP_MODES as HVP_MODES
 from chainrule.ad import JACOBIAN_MODES as JACOBIAN_MODES
@@ -33,9 +31,6 @@ from chainrule.ad import jvp as jvp
 from chainrule.ad import linearize as linearize
 from chainrule.ad import value_and_grad as value_and_grad
 from chainrule.ad import vjp as vjp
-from chainrule.chain import ChainPlan as ChainPlan
-from chainrule.chain import chain_jacobian as chain_jacobian
-from chainrule.chain import chain_jacobian_plan as chain_jacobian_plan
 from chainrule.check import CheckReport as CheckReport
 from chainrule.check import check_grads as check_grads
 from chainrule.check import check_hvp as check_hvp
@@ -52,15 +47,10 @@ __all__ = [
     "LinearFunction",
     "ad",
     "curvature",
-    "cache_info",
-    "clear_caches",
     "diagnostics",
     "graph",
     "nets",
     "CheckReport",
-    "ChainPlan",
-    "chain_jacobian",
-    "chain_jacobian_plan",
     "check_grads",
     "check_hvp",
     "check_jvp",
