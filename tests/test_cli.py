@@ -41,7 +41,8 @@ def repo(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "argv", [["--help"], ["run", "--help"], ["list", "--help"], ["report", "--help"]]
+    "argv",
+    [["--help"], ["run", "--help"], ["list", "--help"], ["report", "--help"], ["regenerate", "-h"]],
 )
 def test_help_everywhere(argv, capsys):
     with pytest.raises(SystemExit) as info:
@@ -91,6 +92,9 @@ def test_dry_run(repo, capsys):
             "unknown experiment 'clitoi'. Did you mean 'clitoy'?",
         ),
         (["run", "missing.yaml"], "config file 'missing.yaml' not found"),
+        (["run", "clitoi"], "config file 'clitoi' not found"),
+        (["run", "clitoy", "--out", "/proc/x/runs"], "output directory '/proc/x/runs': cannot"),
+        (["run", "clitoy", "--out", "configs/clitoy.yaml"], "is a file, not a folder"),
         (["run"], "give CONFIG, or --resume RUN_DIR"),
         (["run", "--resume", "nowhere"], "not a run directory"),
         (["report", "nowhere"], "not a run directory"),
@@ -138,3 +142,55 @@ def test_console_entry_point_exit_code(repo):
         "(expected int >= 1); found 0."
     )
     assert not (repo / "runs").exists()
+
+
+def test_run_a_config_by_name_from_elsewhere(repo, capsys, monkeypatch, tmp_path):
+    """``chainrule run NAME`` finds ``configs/NAME.yaml`` (here ./configs; installed: the
+    package's bundled copy, exercised by .ci/run on a built wheel)."""
+    assert main(["run", "clitoy", "--out", str(tmp_path / "o"), "-q"]) == 0
+    assert "| depth | 3 |" in Path(capsys.readouterr().out.strip()).read_text()
+
+
+def test_bundled_experiments_and_configs_are_found(tmp_path, monkeypatch):
+    """A wheel ships ``chainrule/_bundled/{experiments,configs}``: discovery looks there."""
+    import chainrule
+    from chainrule.runner import discovery
+
+    fake_pkg = tmp_path / "site" / "chainrule"
+    (fake_pkg / "_bundled" / "experiments").mkdir(parents=True)
+    (fake_pkg / "_bundled" / "configs").mkdir()
+    (fake_pkg / "_bundled" / "experiments" / "clitoy2.py").write_text(TOY)
+    (fake_pkg / "_bundled" / "configs" / "clitoy2.yaml").write_text("experiment: clitoy2\n")
+    monkeypatch.setattr(chainrule, "__file__", str(fake_pkg / "__init__.py"))
+    monkeypatch.delenv("CHAINRULE_EXPERIMENTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert discovery.find_config("clitoy2") == fake_pkg / "_bundled" / "configs" / "clitoy2.yaml"
+    (item,) = discovery.list_experiments()
+    assert item["name"] == "clitoy2" and item["configs"] == [
+        str(fake_pkg / "_bundled" / "configs" / "clitoy2.yaml")
+    ]
+
+
+def test_bench_json_unwritable_fails_before_running(monkeypatch, capsys):
+    from chainrule.bench import cli as bench_cli
+
+    ran = []
+    monkeypatch.setattr(bench_cli, "_run_suite", lambda *a, **k: ran.append(a) or [])
+    assert main(["bench", "--json", "/proc/nowhere/bench.json"]) == 2
+    assert "--json /proc/nowhere/bench.json: cannot be written" in capsys.readouterr().err
+    assert ran == []
+
+
+def test_regenerate_refuses_a_dirty_tree(repo, capsys):
+    for args in (["init", "-q"], ["add", "."]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "t"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+    (repo / "configs" / "clitoy.yaml").write_text("experiment: clitoy\nparams: {depth: 4}\n")
+    assert main(["regenerate", "clitoy"]) == 2
+    err = capsys.readouterr().err
+    assert "uncommitted changes" in err and "M configs/clitoy.yaml" in err

@@ -7,6 +7,7 @@ simulates an interrupted run.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,7 +29,8 @@ from chainrule.runner import (
     run_config,
 )
 from chainrule.runner.config import apply_override, parse_value
-from chainrule.runner.store import to_jsonable, write_json
+from chainrule.runner.core import _x64 as enable_x64
+from chainrule.runner.store import read_json, to_jsonable, write_csv, write_json
 
 TOY = """
 import os
@@ -257,7 +259,7 @@ def test_run_directory_contents(toy, tmp_path):
     for key in ("chainrule", "jax", "jaxlib", "backend", "devices", "x64", "git_commit"):
         assert key in env
     (point,) = points(run_dir)
-    assert point["results"]["nan"] is None  # non-finite -> null, strict JSON
+    assert math.isnan(point["results"]["nan"])  # non-finite values round-trip
     assert len(point["results"]["tables"]["samples"]) == 4
     csv_lines = (run_dir / "tables" / "samples.csv").read_text().splitlines()
     assert csv_lines[0] == "i,x" and len(csv_lines) == 5
@@ -423,12 +425,25 @@ def test_run_context_keys():
 def test_json_conversion(tmp_path):
     import numpy as np
 
-    data = {"a": np.float32(1.5), "b": np.arange(3), "c": [float("inf"), np.nan], "d": (True,)}
-    assert to_jsonable(data) == {"a": 1.5, "b": [0, 1, 2], "c": [None, None], "d": [True]}
+    data = {
+        "a": np.float32(1.5),
+        "b": np.arange(3),
+        "c": [float("inf"), -np.inf, np.nan],
+        "d": (True,),
+        "e": np.array([np.inf, 1.0], np.float32),
+    }
+    got = to_jsonable(data)
+    assert got["a"] == 1.5 and got["b"] == [0, 1, 2] and got["d"] == [True]
+    assert got["c"][:2] == [math.inf, -math.inf] and math.isnan(got["c"][2])
+    assert got["e"] == [math.inf, 1.0]
     with pytest.raises(TypeError, match="results contain a object"):
         to_jsonable({"x": object()})
     write_json(tmp_path / "x.json", data)
-    assert json.loads((tmp_path / "x.json").read_text())["c"] == [None, None]
+    back = read_json(tmp_path / "x.json")
+    assert back["c"][:2] == [math.inf, -math.inf] and math.isnan(back["c"][2])
+    assert back["e"] == [math.inf, 1.0]  # an overflow is not stored as a missing value
+    write_csv(tmp_path / "x.csv", [{"x": math.inf}, {"x": -math.inf}, {"x": math.nan}, {"x": None}])
+    assert (tmp_path / "x.csv").read_text().splitlines() == ["x", "inf", "-inf", "nan", '""']
 
 
 def test_import_chainrule_stays_light():
@@ -441,3 +456,207 @@ def test_import_chainrule_stays_light():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
+
+
+# ------------------------------------------------------------------------------- issue 17
+
+
+def test_non_finite_results_survive_the_round_trip(toy, tmp_path):
+    exp = toy / "experiments" / "toy.py"
+    exp.write_text(
+        exp.read_text().replace(
+            '"nan": float("nan")}',
+            '"nan": float("nan"), "inf": [float("inf"), -float("inf")],\n'
+            '            "tables2": None}',
+        )
+    )
+    run_dir = run_config(toy / "configs" / "toy.yaml", out=tmp_path / "runs")
+    (point,) = points(run_dir)
+    assert point["results"]["inf"] == [math.inf, -math.inf]
+    assert math.isnan(point["results"]["nan"])
+    saved = read_json(run_dir / "points" / "p0000.json")["results"]
+    assert saved["inf"] == [math.inf, -math.inf]
+
+
+def test_context_create_gives_the_runners_key(toy, tmp_path):
+    run_dir = run_config(
+        toy / "configs" / "toy.yaml",
+        out=tmp_path / "r",
+        overrides=["sweep.params.n=[2]", "sweep.inner.width=[3]"],
+    )
+    (p,) = points(run_dir)
+    ctx = RunContext.create(seed=3, out_dir=tmp_path, point=p["overrides"], show_progress=False)
+    with enable_x64(False):  # the toy runs without x64
+        y0 = float(jax.random.uniform(ctx.key, (2,))[0])
+    assert y0 == p["results"]["summary"]["y0"]
+
+
+def test_seeds_up_to_64_bits_same_key_with_and_without_x64():
+    from chainrule.runner.context import seed_key
+
+    data = jax.random.key_data
+    for seed in (0, 5, 2**32 + 5, 2**64 - 1):
+        with enable_x64(False):
+            a = data(seed_key(seed))
+        with enable_x64(True):
+            b = data(seed_key(seed))
+        assert (a == b).all()
+    assert (data(seed_key(5)) == data(jax.random.key(5))).all()  # old keys unchanged
+    assert (data(seed_key(5)) != data(seed_key(2**32 + 5))).any()
+
+
+def test_resume_compares_what_points_were_computed_with(toy, tmp_path):
+    cfg = write(toy / "configs" / "sweep.yaml", "experiment: toy\nseed: 1\nsweep:\n  n: [1, 2]\n")
+    run_dir = run_config(cfg, out=tmp_path / "runs")
+    saved = run_dir / "config.yaml"
+    text = saved.read_text()
+    saved.write_text(text.replace("scale: 1.0", "scale: 2.0"))
+    n_calls = len(calls(tmp_path))
+    with pytest.raises(RunnerError, match=r"computed with params.scale=1.0.*now gives.*2.0"):
+        run_config(resume=run_dir)
+    saved.write_text(text.replace("seed: 1", "seed: 9"))
+    with pytest.raises(RunnerError, match=r"computed with seed=1"):
+        run_config(resume=run_dir)
+    assert len(calls(tmp_path)) == n_calls  # nothing re-run, nothing overwritten
+    saved.write_text(text)
+    assert run_config(resume=run_dir) == run_dir
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("seed: 18446744073709551616", r"seed: .*less than or equal to 18446744073709551615"),
+        ("seed: true", r"seed: Input should be a valid integer"),
+        ("params: {n: true}", r"params.n: Input should be a valid integer.*found True"),
+        ("params: {n: '8'}", r"params.n: Input should be a valid integer.*found '8'"),
+        ("params: {n: 8.5}", r"params.n: Input should be a valid integer"),
+        ("params: {n: 100000000}", r"params.n: 100000000 is beyond the runner's bound"),
+        ("params: {lo_x: 1}", r"params.lo_x: unknown key"),
+        ("params: {min_x: 3.0, max_x: 1.0}", r"params.min_x: the range's lower end 3.0 is above"),
+        ("params: {band_low: 2, band_high: 1}", r"params.band_low: the range's lower end 2"),
+    ],
+)
+def test_strict_validation(toy, tmp_path, text, pattern):
+    exp = toy / "experiments" / "toy.py"
+    exp.write_text(
+        exp.read_text().replace(
+            '    mode: Literal["alpha", "beta"] = "alpha"\n',
+            '    mode: Literal["alpha", "beta"] = "alpha"\n    min_x: float = 0.0\n'
+            "    max_x: float = 1.0\n    band_low: int = 0\n    band_high: int = 5\n",
+        )
+    )
+    cfg = write(toy / "configs" / "bad.yaml", f"experiment: toy\n{text}\n")
+    out = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=pattern):
+        run_config(cfg, out=out)
+    assert not out.exists()  # nothing written
+
+
+def test_float_params_accept_ints_and_lists_fill_tuples(toy, tmp_path):
+    spec = load_spec(raw={"experiment": "toy", "params": {"scale": 2, "n": 5}})
+    assert spec.params.scale == 2.0 and isinstance(spec.params.scale, float)
+
+
+def test_yaml_merge_keys(tmp_path):
+    path = write(
+        tmp_path / "m.yaml",
+        """\
+        base: &base {n: 1, scale: 2.0}
+        params:
+          <<: *base
+          n: 4
+        """,
+    )
+    assert load_yaml(path)["params"] == {"n": 4, "scale": 2.0}
+    dup = write(tmp_path / "d.yaml", "params:\n  <<: {n: 1}\n  n: 2\n  n: 3\n")
+    with pytest.raises(ConfigError, match="duplicate key 'n'"):
+        load_yaml(dup)
+
+
+@pytest.mark.parametrize("where", ["file", "proc", "readonly"])
+def test_unusable_output_directory_is_a_runner_error(toy, tmp_path, where):
+    if where == "file":
+        out = tmp_path / "a-file"
+        out.write_text("x")
+    elif where == "proc":
+        out = Path("/proc/chainrule-test/runs")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root can write into a read-only folder")
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        out = ro / "runs"
+    with pytest.raises(RunnerError, match=r"output directory .*(file, not a folder|cannot)"):
+        run_config(toy / "configs" / "toy.yaml", out=out)
+    assert calls(tmp_path) == []
+
+
+def test_runner_modules_have_no_import_cycle():
+    code = (
+        "import importlib, sys\n"
+        "for m in ('config', 'discovery', 'yamlio', 'context', 'store', 'core', 'regen'):\n"
+        "    for k in [k for k in sys.modules if k.startswith('chainrule.runner')]:\n"
+        "        del sys.modules[k]\n"
+        "    importlib.import_module('chainrule.runner.' + m)\n"
+        "import ast, pathlib, chainrule.runner as r\n"
+        "src = pathlib.Path(r.__file__).parent / 'discovery.py'\n"
+        "names = [n.module for n in ast.walk(ast.parse(src.read_text()))\n"
+        "         if isinstance(n, ast.ImportFrom)]\n"
+        "assert 'chainrule.runner.config' not in names, names\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_same_config_and_commit_bit_identical_points(toy, tmp_path):
+    cfg = toy / "configs" / "toy.yaml"
+    a = run_config(cfg, out=tmp_path / "a")
+    b = run_config(cfg, out=tmp_path / "b")
+
+    def strip(run_dir):
+        data = read_json(run_dir / "points" / "p0000.json")
+        data.pop("elapsed_s")
+        return json.dumps(data, sort_keys=True)
+
+    assert strip(a) == strip(b)
+    csv = ("tables", "samples.csv")
+    assert a.joinpath(*csv).read_bytes() == b.joinpath(*csv).read_bytes()
+
+
+def _git_repo(root: Path) -> None:
+    for args in (
+        ["init", "-q"],
+        ["add", "."],
+        ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "toy"],
+    ):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def test_regenerate_from_a_clean_commit(toy, tmp_path):
+    from chainrule.runner.regen import regenerate
+
+    (toy / "docs" / "results" / "toy").mkdir(parents=True)
+    (toy / "docs" / "results" / "toy" / "report.md").write_text("old\n")
+    _git_repo(toy)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=toy, capture_output=True, text=True
+    ).stdout.strip()
+    (dest,) = regenerate(repo=toy)
+    report = (dest / "report.md").read_text()
+    assert f"from commit `{commit}`" in report and "uncommitted" not in report
+    env = json.loads((dest / "environment.json").read_text())
+    assert env["git_commit"] == commit and env["git_dirty"] is False
+    first = json.loads((dest / "results.json").read_text())
+    # The tree is now dirty (the report changed): a second regeneration is refused ...
+    with pytest.raises(RunnerError, match="uncommitted changes or untracked files"):
+        regenerate(repo=toy)
+    # ... and from the committed state the same commit gives bit-identical results.
+    subprocess.run(["git", "checkout", "-q", "--", "."], cwd=toy, check=True)
+    subprocess.run(["git", "clean", "-qfd"], cwd=toy, check=True)
+    (dest,) = regenerate(["toy"], repo=toy)
+    second = json.loads((dest / "results.json").read_text())
+    for r in (first, second):
+        for p in r["points"]:
+            p.pop("elapsed_s")
+    assert first == second

@@ -1,4 +1,4 @@
-"""The ``chainrule`` command: ``run``, ``list``, ``report`` and ``bench``.
+"""The ``chainrule`` command: ``run``, ``list``, ``report``, ``regenerate`` and ``bench``.
 
 User errors (bad config, unknown experiment, missing file) print one line and exit with 2;
 an experiment that fails prints its traceback and the command to resume, and exits with 1.
@@ -34,10 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n  chainrule run configs/quickstart.yaml\n"
         "  chainrule run configs/depth_signal.yaml --set params.depth=20 --set seed=1\n"
         "  chainrule run configs/fd_accuracy.yaml --dry-run\n"
+        "  chainrule run quickstart              # a shipped config, from any directory\n"
         "  chainrule run --resume runs/depth_signal-20260101-120000-ab12cd34",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config file")
+    run.add_argument(
+        "config",
+        nargs="?",
+        metavar="CONFIG",
+        help="YAML config file, or the name of a shipped one (quickstart, clipping_quick, ...)",
+    )
     run.add_argument(
         "--set",
         dest="overrides",
@@ -70,6 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by `chainrule run`")
 
+    regen = sub.add_parser(
+        "regenerate",
+        help="re-run the full configs behind the committed reports (docs/results/) from a "
+        "clean commit",
+        description="For each NAME (default: every docs/results/<name>/ with a report.md), run "
+        "configs/<name>.yaml and replace docs/results/<name>/ with its report, config, "
+        "environment, results, plots and tables. Refuses a tree with uncommitted changes or "
+        "untracked files; each report records the commit it came from.",
+        epilog="From a clean clone: git clone . /tmp/regen && cd /tmp/regen && "
+        "PYTHONPATH=src chainrule regenerate clipping",
+    )
+    regen.add_argument("names", nargs="*", metavar="NAME", help="experiments to regenerate")
+    regen.add_argument(
+        "--into", default="docs/results", metavar="DIR", help="reports folder (in the checkout)"
+    )
+
     sub.add_parser(
         "bench",
         help="run the benchmark suite (see `chainrule bench --help`)",
@@ -90,13 +112,13 @@ def _bench(argv: list[str]) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from chainrule.runner import run_config
+    from chainrule.runner.discovery import find_config
 
     if args.config is None and args.resume is None:
         print("chainrule run: error: give CONFIG, or --resume RUN_DIR", file=sys.stderr)
         return EXIT_USAGE
-    if args.config is not None and not Path(args.config).is_file():
-        print(f"chainrule run: error: config file {args.config!r} not found", file=sys.stderr)
-        return EXIT_USAGE
+    if args.config is not None:
+        args.config = find_config(args.config)  # a path, or a shipped config's name
     quiet = args.quiet
 
     def echo(msg: str) -> None:
@@ -174,6 +196,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_regenerate(args: argparse.Namespace) -> int:
+    from chainrule.runner.regen import regenerate
+
+    for path in regenerate(args.names, into=args.into, echo=lambda m: print(m, file=sys.stderr)):
+        print(path / "report.md")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chainrule`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -184,7 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handlers = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report}
+    handlers = {
+        "run": _cmd_run,
+        "list": _cmd_list,
+        "report": _cmd_report,
+        "regenerate": _cmd_regenerate,
+    }
     try:
         return handlers[args.command](args)
     except BrokenPipeError:

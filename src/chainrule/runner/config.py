@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from chainrule.runner.context import MAX_SEED
+from chainrule.runner.discovery import load_experiment
 from chainrule.runner.errors import ConfigError, did_you_mean
+from chainrule.runner.yamlio import dump_yaml as dump_yaml
+from chainrule.runner.yamlio import load_yaml as load_yaml
+from chainrule.runner.yamlio import parse_value as parse_value
 
 __all__ = [
     "SINGLE_KEYS",
@@ -42,71 +45,9 @@ SINGLE_KEYS = ("experiment", "seed", "output_dir", "sweep", "params")
 MULTI_KEYS = ("name", "seed", "output_dir", "runs")
 _ENTRY_KEYS = ("include", "experiment", "seed", "sweep", "params", "output_dir")
 DEFAULT_OUTPUT_DIR = "runs"
-
-
-# --------------------------------------------------------------------------------------------
-# YAML
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that reads ``1e-3`` as a float and rejects duplicate keys.
-
-    PyYAML implements YAML 1.1, whose float pattern needs a dot, so ``1e-3`` would load as the
-    string ``"1e-3"``; the extra resolver below accepts exponent-only forms too.
-    """
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, Any] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            mark = key_node.start_mark
-            raise ConfigError(
-                f"{mark.name}:{mark.line + 1}: duplicate key {key!r} (first at line "
-                f"{seen[key].line + 1}); keep one of them."
-            )
-        seen[key] = key_node.start_mark
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml(path: str | Path) -> Any:
-    """Load one YAML file with the safe loader (no Python objects), numbers as numbers."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return yaml.load(fh, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-
-
-def parse_value(text: str) -> Any:
-    """Parse a ``--set`` value as YAML (``10`` -> int, ``1e-3`` -> float, ``[a, b]`` -> list)."""
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506
-    except yaml.YAMLError:
-        return text
-
-
-def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+# Integer params whose field declares no upper bound (``le``/``lt``) are capped here: a typo
+# like ``width: 1000000000`` is a config error, not an out-of-memory crash minutes later.
+MAX_UNBOUNDED_INT = 10**6
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,6 +248,103 @@ def validate_model(model: Any, data: Any, prefix: str, context: str = "") -> Any
         raise format_validation_error(e, model, prefix, context) from None
 
 
+def validate_params(model: Any, data: Any, prefix: str = "params", context: str = "") -> Any:
+    """Validate an experiment's params strictly, as the JSON data model (YAML is JSON's).
+
+    Strict: ``true`` or ``"8"`` is not an int and ``8.5`` not an int either (an int is a float);
+    lists fill tuples. Integer fields without an upper bound of their own are capped at
+    ``MAX_UNBOUNDED_INT``.
+
+    Raises:
+        ConfigError: the key path, the expected type or range, the value found.
+    """
+    from pydantic import ValidationError
+
+    try:
+        text = json.dumps(data, allow_nan=True)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{context + ': ' if context else ''}{prefix}: {e}") from None
+    try:
+        out = model.model_validate_json(text, strict=True)
+    except ValidationError as e:
+        raise format_validation_error(e, model, prefix, context) from None
+    _check_int_caps(model, out, prefix, context)
+    _check_ranges(out, prefix, context)
+    return out
+
+
+_RANGE_PAIRS = (
+    (re.compile(r"^min_(.+)$"), "max_{}"),
+    (re.compile(r"^(.+)_min$"), "{}_max"),
+    (re.compile(r"^(.+)_low$"), "{}_high"),
+    (re.compile(r"^(.+)_lo$"), "{}_hi"),
+)
+
+
+def _check_ranges(inst: Any, prefix: str, context: str) -> None:
+    """A range given by two fields (``min_x``/``max_x``, ``x_min``/``x_max``, ``x_low``/
+    ``x_high``, ``x_lo``/``x_hi``) must have its lower end <= its upper end."""
+    from pydantic import BaseModel
+
+    fields = type(inst).model_fields
+    for name in fields:
+        value = getattr(inst, name)
+        if isinstance(value, BaseModel):
+            _check_ranges(value, f"{prefix}.{name}", context)
+            continue
+        for pattern, upper in _RANGE_PAIRS:
+            m = pattern.match(name)
+            other = upper.format(m.group(1)) if m else None
+            if other is None or other not in fields:
+                continue
+            lo, hi = value, getattr(inst, other)
+            if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > hi:
+                head = f"{context}: " if context else ""
+                raise ConfigError(
+                    f"{head}{prefix}.{name}: the range's lower end {lo!r} is above its upper "
+                    f"end {prefix}.{other} = {hi!r}; expected {name} <= {other}."
+                )
+
+
+def _has_upper_bound(info: Any) -> bool:
+    return any(
+        getattr(m, "le", None) is not None or getattr(m, "lt", None) is not None
+        for m in getattr(info, "metadata", ())
+    )
+
+
+def _ints(value: Any) -> list[tuple[str, int]]:
+    """(suffix, value) for every int in ``value`` (lists and tuples walked, bools skipped)."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [("", value)]
+    if isinstance(value, list | tuple):
+        return [(f"[{i}]{s}", v) for i, item in enumerate(value) for s, v in _ints(item)]
+    return []
+
+
+def _check_int_caps(model: Any, inst: Any, prefix: str, context: str) -> None:
+    from pydantic import BaseModel
+
+    for name, info in type(inst).model_fields.items():
+        value = getattr(inst, name)
+        path = f"{prefix}.{name}"
+        if isinstance(value, BaseModel):
+            _check_int_caps(type(value), value, path, context)
+            continue
+        if _has_upper_bound(info):
+            continue
+        for suffix, v in _ints(value):
+            if abs(v) > MAX_UNBOUNDED_INT:
+                head = f"{context}: " if context else ""
+                raise ConfigError(
+                    f"{head}{path}{suffix}: {v} is beyond the runner's bound for a size or count "
+                    f"(|value| <= {MAX_UNBOUNDED_INT}); an experiment that needs more declares "
+                    f"its own le= bound on the field."
+                )
+
+
 # --------------------------------------------------------------------------------------------
 # Top-level schemas
 
@@ -319,7 +357,7 @@ def _single_schema() -> Any:
 
         model_config = ConfigDict(extra="forbid", strict=True)
         experiment: str = Field(description="module name in experiments/")
-        seed: int = Field(0, ge=0, description="derives every PRNG key of the run")
+        seed: int = Field(0, ge=0, le=MAX_SEED, description="derives every PRNG key of the run")
         output_dir: str = Field(DEFAULT_OUTPUT_DIR, description="parent of the run directory")
         sweep: dict[str, list[Any]] = Field(
             default_factory=dict, description="param path -> list of values (a grid)"
@@ -337,7 +375,9 @@ def _multi_schema() -> Any:
 
         model_config = ConfigDict(extra="forbid", strict=True)
         name: str | None = Field(None, description="name of the parent run directory")
-        seed: int | None = Field(None, ge=0, description="seed of sub-runs that set none")
+        seed: int | None = Field(
+            None, ge=0, le=MAX_SEED, description="seed of sub-runs that set none"
+        )
         output_dir: str = Field(DEFAULT_OUTPUT_DIR, description="parent of the run directory")
         runs: list[dict[str, Any]] = Field(min_length=1, description="sub-configs")
 
@@ -441,8 +481,6 @@ def _check_sweep_path(params_model: Any, key: str) -> list[str]:
 
 
 def _resolve_single(raw: Any, source: str, context: str, seed_default: int | None) -> RunSpec:
-    from chainrule.runner.discovery import load_experiment
-
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{context or source}: a config must be a mapping with keys "
@@ -454,7 +492,7 @@ def _resolve_single(raw: Any, source: str, context: str, seed_default: int | Non
     top = validate_model(_single_schema(), raw, "", context)
     module = load_experiment(top.experiment, config_path=source or None, context=context)
     Params = module.Params
-    base = validate_model(Params, top.params, "params", context)
+    base = validate_params(Params, top.params, "params", context)
     base_dict = top.params
     keys = list(top.sweep)
     paths = {k: _check_sweep_path(Params, k) for k in keys}
@@ -466,7 +504,7 @@ def _resolve_single(raw: Any, source: str, context: str, seed_default: int | Non
         for i, v in enumerate(values):
             candidate = _set_path(base_dict, paths[k], v)
             try:
-                validate_model(Params, candidate, "params")
+                validate_params(Params, candidate, "params")
             except ConfigError as e:
                 raise ConfigError(f"{ctx}sweep.{k}[{i}] = {_short(v)}: {e}") from None
     points: list[dict[str, Any]] = []
@@ -476,7 +514,9 @@ def _resolve_single(raw: Any, source: str, context: str, seed_default: int | Non
         data = base_dict
         for k, v in overrides.items():
             data = _set_path(data, paths[k], v)
-        point_params.append(validate_model(Params, data, "params", f"{ctx}sweep point {overrides}"))
+        point_params.append(
+            validate_params(Params, data, "params", f"{ctx}sweep point {overrides}")
+        )
         points.append(overrides)
     return RunSpec(
         experiment=top.experiment,

@@ -11,12 +11,51 @@ from typing import Any
 
 import jax
 
-__all__ = ["RunContext", "stable_hash", "point_key"]
+__all__ = ["RunContext", "stable_hash", "point_id", "point_key", "seed_key", "MAX_SEED"]
+
+MAX_SEED = 2**64 - 1
 
 
 def stable_hash(text: str) -> int:
     """A 31-bit hash of ``text`` that is the same in every process (unlike ``hash``)."""
     return zlib.crc32(text.encode("utf-8")) & 0x7FFFFFFF
+
+
+def point_id(overrides: dict[str, Any]) -> str:
+    """Canonical text of a point's overrides: its identity for keys and resume.
+
+    The runner and :meth:`RunContext.create` both derive keys from this text, so a context
+    built by hand for a point gets the runner's key for it.
+    """
+    import json
+
+    from chainrule.runner.store import to_jsonable
+
+    return json.dumps(to_jsonable(overrides), sort_keys=True, separators=(",", ":"))
+
+
+def seed_key(seed: int) -> jax.Array:
+    """``jax.random.key(seed)`` for any seed in ``[0, 2**64)``, the same with x64 on or off.
+
+    ``jax.random.key`` keeps only the low 32 bits without x64 and overflows past 2**63 with it;
+    building the threefry key data ``[seed >> 32, seed & 0xffffffff]`` directly is what
+    ``key(seed)`` gives under x64 for every seed it accepts (and equals ``key(seed)`` for seeds
+    below 2**32 in both modes).
+
+    Raises:
+        ValueError: the seed is not an int in ``[0, 2**64)``.
+    """
+    import numpy as np
+
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, int | np.integer)
+        or not (0 <= int(seed) <= MAX_SEED)
+    ):
+        raise ValueError(f"seed: expected an int in [0, 2**64 - 1]; found {seed!r}")
+    seed = int(seed)
+    data = np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32)
+    return jax.random.wrap_key_data(data, impl="threefry2x32")
 
 
 def point_key(seed: int, point_id: str) -> jax.Array:
@@ -25,7 +64,7 @@ def point_key(seed: int, point_id: str) -> jax.Array:
     Folding in the point's overrides (not its index) keeps a point's numbers the same when the
     grid around it changes.
     """
-    return jax.random.fold_in(jax.random.key(seed), stable_hash(point_id))
+    return jax.random.fold_in(seed_key(seed), stable_hash(point_id))
 
 
 class _Progress:
@@ -107,16 +146,16 @@ class RunContext:
         point: dict[str, Any] | None = None,
         show_progress: bool | None = None,
     ) -> RunContext:
-        """Build a context as the runner does (for tests and interactive use)."""
-        import json
+        """Build a context as the runner does (for tests and interactive use).
 
+        The key is the runner's for the same ``seed`` and ``point`` (the sweep overrides).
+        """
         point = dict(point or {})
-        point_id = json.dumps(point, sort_keys=True, default=str)
         if show_progress is None:
             show_progress = _stderr_is_terminal()
         return cls(
             seed=int(seed),
-            key=point_key(int(seed), point_id),
+            key=point_key(int(seed), point_id(point)),
             out_dir=Path(out_dir),
             point=point,
             show_progress=show_progress,

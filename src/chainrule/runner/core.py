@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -18,7 +17,13 @@ from chainrule.runner.config import (
     load_yaml,
     resolve,
 )
-from chainrule.runner.context import RunContext, _Progress, _stderr_is_terminal, point_key
+from chainrule.runner.context import (
+    RunContext,
+    _Progress,
+    _stderr_is_terminal,
+    point_id,
+    point_key,
+)
 from chainrule.runner.errors import ConfigError, RunnerError
 from chainrule.runner.report import md_table, point_label, save_figures, write_tables
 from chainrule.runner.store import (
@@ -31,11 +36,6 @@ from chainrule.runner.store import (
 )
 
 __all__ = ["load_spec", "run_config", "rebuild_report", "plan_text", "point_id"]
-
-
-def point_id(overrides: dict[str, Any]) -> str:
-    """Canonical text of a point's overrides: its identity for keys and resume."""
-    return json.dumps(to_jsonable(overrides), sort_keys=True, separators=(",", ":"))
 
 
 def load_spec(
@@ -188,14 +188,52 @@ def _point_file(run_dir: Path, i: int) -> Path:
     return run_dir / "points" / f"p{i:04d}.json"
 
 
-def _finished(path: Path, overrides: dict[str, Any]) -> dict[str, Any] | None:
-    """A finished point's record, or None if absent, unreadable or for another point."""
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def _computed_with(spec: RunSpec, i: int) -> dict[str, Any]:
+    """What point ``i`` is computed from: its overrides, its full params, the seed."""
+    return {
+        "overrides": to_jsonable(spec.points[i]),
+        "params": to_jsonable(spec.point_params[i].model_dump(mode="json")),
+        "seed": spec.seed,
+    }
+
+
+def _finished(path: Path, spec: RunSpec, i: int) -> dict[str, Any] | None:
+    """Point ``i``'s saved record, or None if it is absent or unreadable (a killed write).
+
+    Raises:
+        RunnerError: the saved point was computed with other overrides, params or seed than
+            ``spec`` gives it now (``config.yaml`` was edited after the run); reusing it would
+            mix results of two configs, re-running it would overwrite a result.
+    """
     try:
         data = read_json(path)
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or point_id(data.get("overrides", {})) != point_id(overrides):
+    if not isinstance(data, dict) or "results" not in data:
         return None
+    want = _computed_with(spec, i)
+    have = {k: data.get(k) for k in want}
+    if "seed" not in data:  # written before points recorded their seed
+        have["seed"] = want["seed"]
+    if have != want:
+        a, b = _flat(have), _flat(want)
+        diff = sorted(k for k in a.keys() | b.keys() if a.get(k, "?") != b.get(k, "?"))
+        k = diff[0] if diff else "?"
+        raise RunnerError(
+            f"{path}: this point was computed with {k}={a.get(k, '(absent)')!r}, but the run's "
+            f"config.yaml now gives {k}={b.get(k, '(absent)')!r}"
+            + (f" ({len(diff)} keys differ)" if len(diff) > 1 else "")
+            + "; config.yaml was edited after the run: restore it, or start a new run"
+        )
     return data
 
 
@@ -208,7 +246,8 @@ def _execute(
 ) -> None:
     """Run every unfinished sweep point; save each one as soon as it is done."""
     module = spec.module
-    todo = [i for i, ov in enumerate(spec.points) if _finished(_point_file(run_dir, i), ov) is None]
+    n = len(spec.points)
+    todo = [i for i in range(n) if _finished(_point_file(run_dir, i), spec, i) is None]
     if len(todo) < len(spec.points):
         say(f"  {len(spec.points) - len(todo)} of {len(spec.points)} point(s) already done")
     iterator: Any = todo
@@ -237,6 +276,8 @@ def _execute(
                 _point_file(run_dir, i),
                 {
                     "index": i,
+                    "experiment": spec.experiment,
+                    "seed": spec.seed,
                     "overrides": overrides,
                     "params": params.model_dump(mode="json"),
                     "elapsed_s": round(elapsed, 3),
@@ -248,8 +289,8 @@ def _execute(
 
 def _load_points(spec: RunSpec, run_dir: Path) -> list[dict[str, Any]]:
     out = []
-    for i, ov in enumerate(spec.points):
-        rec = _finished(_point_file(run_dir, i), ov)
+    for i in range(len(spec.points)):
+        rec = _finished(_point_file(run_dir, i), spec, i)
         if rec is not None:
             out.append(rec)
     return out

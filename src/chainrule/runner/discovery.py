@@ -5,7 +5,12 @@ Search order (first folder that holds ``<name>.py`` wins):
 1. ``$CHAINRULE_EXPERIMENTS`` (one folder, or several separated by ``os.pathsep``);
 2. ``./experiments`` (the working directory, e.g. the repo root);
 3. ``experiments/`` next to the config file's folder (``configs/x.yaml`` -> ``experiments/``);
-4. the source checkout of the installed package (``src/chainrule`` -> ``experiments/``).
+4. the source checkout of the installed package (``src/chainrule`` -> ``experiments/``);
+5. the copy shipped inside the package (``chainrule/_bundled/experiments``, made from the
+   top-level ``experiments/`` when a wheel is built), so a plain ``pip install`` has them.
+
+Configs named without a path (``chainrule run quickstart``) are looked up the same way in
+``./configs``, the source checkout's ``configs/`` and ``chainrule/_bundled/configs``.
 
 Each folder is imported as its own package under a private name, so experiment modules can
 import their siblings relatively (``from . import _common``) and two checkouts never clash.
@@ -23,10 +28,32 @@ from pathlib import Path
 from typing import Any
 
 from chainrule.runner.errors import ConfigError, RunnerError, did_you_mean
+from chainrule.runner.yamlio import load_yaml
 
-__all__ = ["ENV_VAR", "experiment_dirs", "list_experiments", "load_experiment"]
+__all__ = [
+    "ENV_VAR",
+    "experiment_dirs",
+    "config_dirs",
+    "find_config",
+    "list_experiments",
+    "load_experiment",
+]
 
 ENV_VAR = "CHAINRULE_EXPERIMENTS"
+
+
+def _package_roots() -> list[Path]:
+    """Folders holding ``experiments/`` and ``configs/`` that come with the installed package:
+    the source checkout (an editable install) and the copy bundled into a wheel."""
+    import chainrule
+
+    pkg = Path(chainrule.__file__).resolve().parent
+    roots = []
+    checkout = pkg.parents[1]
+    if (checkout / "pyproject.toml").is_file():  # src/chainrule inside a checkout
+        roots.append(checkout)
+    roots.append(pkg / "_bundled")
+    return roots
 
 
 def experiment_dirs(config_path: str | Path | None = None) -> list[Path]:
@@ -38,15 +65,50 @@ def experiment_dirs(config_path: str | Path | None = None) -> list[Path]:
     candidates.append(Path.cwd() / "experiments")
     if config_path:
         candidates.append(Path(config_path).resolve().parent.parent / "experiments")
-    import chainrule
-
-    candidates.append(Path(chainrule.__file__).resolve().parents[2] / "experiments")
+    candidates += [root / "experiments" for root in _package_roots()]
     out: list[Path] = []
     for c in candidates:
         c = c.resolve()
         if c.is_dir() and c not in out:
             out.append(c)
     return out
+
+
+def config_dirs() -> list[Path]:
+    """The existing config folders, in search order: ``./configs``, then the package's."""
+    out: list[Path] = []
+    for c in [Path.cwd() / "configs", *(root / "configs" for root in _package_roots())]:
+        c = c.resolve()
+        if c.is_dir() and c not in out:
+            out.append(c)
+    return out
+
+
+def find_config(config: str | Path) -> Path:
+    """``config`` if it is a file; else ``<name>.yaml`` from :func:`config_dirs` for a bare name.
+
+    Raises:
+        ConfigError: no such file; the message lists the config names found.
+    """
+    path = Path(config)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ConfigError(f"config {str(config)!r} is a folder, not a YAML file")
+    name = str(config)
+    dirs = config_dirs()
+    if path.parent == Path(".") and not path.is_absolute():
+        for d in dirs:
+            for cand in (d / name, d / f"{name}.yaml"):
+                if cand.is_file():
+                    return cand
+    known = sorted({p.stem for d in dirs for p in d.glob("*.yaml")})
+    stem = path.stem if path.suffix in (".yaml", ".yml") else name
+    raise ConfigError(
+        f"config file {name!r} not found (a path, or a name from "
+        f"{', '.join(map(str, dirs)) or 'no configs folder'}).{did_you_mean(stem, known)} "
+        f"Available: {', '.join(known) or '(none)'}."
+    )
 
 
 def _names(folder: Path) -> list[str]:
@@ -102,8 +164,8 @@ def load_experiment(name: str, config_path: str | Path | None = None, context: s
     if not dirs:
         raise ConfigError(
             f"{head}experiment: no experiments folder found (looked in ${ENV_VAR}, "
-            f"./experiments, next to the config file, and the source checkout); run from the "
-            f"repository root or set {ENV_VAR}=/path/to/experiments."
+            f"./experiments, next to the config file, the source checkout and the package); "
+            f"run from the repository root or set {ENV_VAR}=/path/to/experiments."
         )
     known = sorted({n for d in dirs for n in _names(d)})
     raise ConfigError(
@@ -136,8 +198,6 @@ def list_experiments(config_path: str | Path | None = None) -> list[dict[str, An
 
 def _configs_by_experiment(configs_dir: Path) -> dict[str, list[str]]:
     """Map experiment name -> config files in ``configs_dir`` naming it (``experiment:`` key)."""
-    from chainrule.runner.config import load_yaml
-
     out: dict[str, list[str]] = {}
     if not configs_dir.is_dir():
         return out

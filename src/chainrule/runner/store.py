@@ -54,8 +54,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def to_jsonable(obj: Any) -> Any:
     """Convert results to plain JSON: arrays -> lists, numpy/jax scalars -> Python numbers.
 
-    Non-finite floats (NaN, +-inf: an overflow is a result too) become ``None`` (JSON null),
-    because JSON has no such numbers.
+    Non-finite floats (NaN, +-inf: an overflow is a result too) stay floats; :func:`write_json`
+    writes them as ``NaN``/``Infinity``/``-Infinity`` (what Python's ``json``, numpy and pandas
+    read back), so an exploding value is never stored as a missing one.
     """
     import numpy as np
 
@@ -68,7 +69,7 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, int) and not isinstance(obj, bool):
         return obj
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return obj
     if hasattr(obj, "__array__") or isinstance(obj, np.generic):
         arr = np.asarray(obj)
         if arr.dtype.kind == "b":
@@ -87,16 +88,31 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    text = json.dumps(to_jsonable(data), indent=1, allow_nan=False)
+    """Atomically write ``data`` as JSON; NaN and +-inf round-trip (``NaN``, ``Infinity``)."""
+    text = json.dumps(to_jsonable(data), indent=1, allow_nan=True)
     atomic_write_text(path, text + "\n")
 
 
 def read_json(path: str | Path) -> Any:
+    """Read a JSON file written by :func:`write_json` (``NaN``/``Infinity`` become floats)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def _csv_cell(v: Any) -> Any:
+    if isinstance(v, list | dict):
+        return json.dumps(v)
+    if v is None:
+        return ""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Rows of dicts -> CSV (columns in order of first appearance; lists/dicts as JSON)."""
+    """Rows of dicts -> CSV (columns in order of first appearance; lists/dicts as JSON).
+
+    ``None`` is an empty cell; NaN and +-inf are ``nan``, ``inf``, ``-inf`` (as pandas reads them).
+    """
     columns: list[str] = []
     for row in rows:
         for k in row:
@@ -106,12 +122,7 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {
-                k: json.dumps(v) if isinstance(v, list | dict) else ("" if v is None else v)
-                for k, v in row.items()
-            }
-        )
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
     atomic_write_text(path, buf.getvalue())
 
 
@@ -119,19 +130,43 @@ def make_run_dir(parent: str | Path, name: str, config_hash: str) -> Path:
     """Create ``parent/<name>-<YYYYmmdd-HHMMSS>-<hash8>``; add ``-2``, ``-3``... if taken.
 
     ``mkdir`` without ``exist_ok`` makes the choice race-free: a directory is never reused.
+
+    Raises:
+        RunnerError: ``parent`` is a file, or cannot be created or written (the message names
+            it and the reason; the CLI exits with status 2).
     """
+    from chainrule.runner.errors import RunnerError
+
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{name}-{stamp}-{config_hash[:8]}"
-    for i in range(1, 10_000):
-        path = parent / (base if i == 1 else f"{base}-{i}")
-        try:
-            path.mkdir()
+    try:
+        if parent.exists() and not parent.is_dir():
+            raise RunnerError(
+                f"output directory {str(parent)!r} is a file, not a folder; pass --out DIR "
+                f"(a folder, created if missing)"
+            )
+        parent.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 10_000):
+            path = parent / (base if i == 1 else f"{base}-{i}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            try:  # a folder that accepts mkdir may still refuse files (/proc, read-only mounts)
+                probe = path / ".write-test"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError:
+                path.rmdir()
+                raise
             return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a fresh run directory under {parent}")
+    except OSError as e:
+        raise RunnerError(
+            f"output directory {str(parent)!r}: cannot create a run directory there "
+            f"({e.strerror or type(e).__name__}); pass --out DIR with a writable folder"
+        ) from None
+    raise RunnerError(f"could not create a fresh run directory under {str(parent)!r}")
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
