@@ -31,6 +31,9 @@ from chainrule.ad import jvp as jvp
 from chainrule.ad import linearize as linearize
 from chainrule.ad import value_and_grad as value_and_grad
 from chainrule.ad import vjp as vjp
+from chainrule.chain import ChainPlan as ChainPlan
+from chainrule.chain import chain_jacobian as chain_jacobian
+from chainrule.chain import chain_jacobian_plan as chain_jacobian_plan
 from chainrule.check import CheckReport as CheckReport
 from chainrule.check import check_grads as check_grads
 from chainrule.check import check_hvp as check_hvp
@@ -51,6 +54,9 @@ __all__ = [
     "graph",
     "nets",
     "CheckReport",
+    "ChainPlan",
+    "chain_jacobian",
+    "chain_jacobian_plan",
     "check_grads",
     "check_hvp",
     "check_jvp",
