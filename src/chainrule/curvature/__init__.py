@@ -26,9 +26,11 @@ answer, the body compiles once whatever the number of batches -- optionally in a
 * :func:`spectral_density` (stochastic Lanczos quadrature on a grid) and :func:`trace_function`
   (``tr f(A)``).
 
-Every loop is a ``lax.fori_loop`` / ``while_loop`` / ``scan`` inside one ``jax.jit`` per call, so
-compile time does not grow with the number of steps; the operator's arrays (parameters, data)
-enter the compiled program as arguments. Nothing is cached across calls on a user's function.
+Every loop is a ``lax.fori_loop`` / ``while_loop`` / ``scan`` inside a ``jax.jit``, so compile
+time does not grow with the number of steps; the operator's arrays (parameters, data) enter the
+compiled programs as arguments. The compiled programs live on the operator (no module-level
+cache): ``op.with_params(new_params)`` shares them, so an analysis repeated along a training run
+compiles once -- like reusing one ``jax.jit(f)``; a new operator traces its function afresh.
 
 **Where matfree (0.6.3) is used and where it falls short.** matfree provides the Rademacher /
 Gaussian samplers, the trace-and-diagonal integrand, XTrace with its leave-one-out error

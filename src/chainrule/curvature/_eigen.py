@@ -63,15 +63,6 @@ def _order(theta: jax.Array, which: str) -> jax.Array:
     return jnp.argsort(key)
 
 
-def _start_vector(op: CurvatureOperator, v0: PyTree | None, key: jax.Array | None) -> jax.Array:
-    if v0 is not None:
-        x = op.ravel(v0)
-    else:
-        key = jax.random.PRNGKey(0) if key is None else key
-        x = jax.random.normal(key, (op.size,), op.dtype)
-    return x
-
-
 def eigsh(
     op: CurvatureOperator,
     k: int = 1,
@@ -93,8 +84,9 @@ def eigsh(
     the best ``k + (num_vectors - k) // 2`` Ritz vectors plus the residual direction (Wu &
     Simon's thick restart, equivalent to implicitly restarted Lanczos) and expanded again. An
     invariant subspace (breakdown) continues with a fresh random direction orthogonal to the
-    basis. The whole iteration is one ``lax.while_loop`` over restarts around a ``fori_loop``
-    over steps, compiled once per call whatever the number of steps.
+    basis. The steps run in one jitted ``fori_loop`` (compiled once per operator and basis
+    size, whatever the number of steps or restarts); the tiny ``m x m`` projected eigenproblem
+    and the restart decision are on the host, between cycles.
 
     Args:
       op: the operator.
@@ -132,17 +124,58 @@ def eigsh(
     tol = _default_tol(op.dtype) if tol is None else float(tol)
     if not tol > 0:
         raise ValueError(f"tol: expected a positive number, found {tol!r}.")
-    m = min(n, max(20, 2 * k + 10)) if num_vectors is None else int(num_vectors)
-    if m > n:
-        m = n
+    m = min(n, max(20, 2 * k + 10)) if num_vectors is None else min(int(num_vectors), n)
     if m < k + 1 and m != n:
         raise ValueError(f"num_vectors={m}: expected at least k + 1 = {k + 1} (or n = {n}).")
     p = min(k + (m - k) // 2, m - 1) if m > k else k
+    key = jax.random.PRNGKey(0) if key is None else key
     dtype = op.dtype
+    R = jax.random.normal(key, (n,), dtype)
+    x0 = R if v0 is None else op.ravel(v0)
+    expand = op.program(
+        f"lanczos-expand/{m}", lambda: jax.jit(_expand_program(op._apply, n, m, dtype))
+    )
+    V = jnp.zeros((m + 1, n), dtype).at[0].set(x0 / jnp.linalg.norm(x0))
+    T = jnp.zeros((m + 1, m + 1), dtype)
+    start, matvecs, restarts = 0, 0, 0
+    can_restart = m < n and p < m
+    while True:
+        V, T, b_last = expand(op.state, V, T, R, start)
+        matvecs += m - start
+        # The m x m projected problem is solved on the host in float64 (it is tiny); the basis
+        # stays on the device and only T and beta cross.
+        Tm = np.asarray(T[:m, :m], np.float64)
+        theta, S = np.linalg.eigh(0.5 * (Tm + Tm.T))
+        order = np.asarray(_order(jnp.asarray(theta), which))
+        res = np.abs(float(b_last) * S[m - 1])
+        wanted = order[:k]
+        ok = bool(np.all(res[wanted] <= tol * np.max(np.abs(theta))))
+        if ok or not can_restart or restarts >= max_restarts:
+            break
+        keep = order[:p]
+        Vk = jnp.asarray(S[:, keep].T, dtype) @ V[:m]
+        V = jnp.zeros_like(V).at[:p].set(Vk).at[p].set(V[m])
+        T = jnp.zeros_like(T).at[jnp.arange(p), jnp.arange(p)].set(jnp.asarray(theta[keep], dtype))
+        start, restarts = p, restarts + 1
+    Y = jnp.asarray(S[:, wanted].T, dtype) @ V[:m]
+    return Eigenpairs(
+        eigenvalues=jnp.asarray(theta[wanted], dtype),
+        eigenvectors=jax.vmap(op.unravel)(Y),
+        residuals=jnp.asarray(res[wanted], dtype),
+        converged=ok,
+        matvecs=matvecs,
+        data_passes=matvecs,
+        restarts=restarts,
+    )
+
+
+def _expand_program(apply, n, m, dtype):
+    """``(state, V, T, R, start) -> (V, T, beta)``: Lanczos steps ``start .. m - 1`` with full
+    reorthogonalization, in one ``fori_loop`` (compiled once, whatever the number of steps or
+    restarts). No random numbers are drawn inside the loop (threefry in a loop body
+    multiplies XLA's compile time on the CPU): a breakdown continues along a roll of the
+    Gaussian vector ``R`` orthogonalized against the basis."""
     eps = float(jnp.finfo(dtype).eps)
-    key = jax.random.PRNGKey(1) if key is None else key
-    x0 = _start_vector(op, v0, key)
-    apply = op.apply_flat
 
     def orth(V, w):
         h = V @ w
@@ -150,76 +183,26 @@ def eigsh(
         h2 = V @ w
         return w - V.T @ h2, h + h2
 
-    def step(j, carry):
-        V, T, b_last, scale, kk = carry
-        w = apply(state, V[j])
-        scale = jnp.maximum(scale, jnp.linalg.norm(w))
-        w, h = orth(V, w)
-        beta = jnp.linalg.norm(w)
-        broke = beta <= 10 * n * eps * scale
-        kk, sub = jax.random.split(kk)
-        r = jax.random.normal(sub, (n,), dtype)
-        r, _ = orth(V, r)
-        w = jnp.where(broke, r / jnp.linalg.norm(r), w / jnp.where(broke, 1.0, beta))
-        beta = jnp.where(broke, 0.0, beta)
-        T = T.at[:, j].set(h).at[j, :].set(h)
-        T = T.at[j, j + 1].set(beta).at[j + 1, j].set(beta)
-        V = V.at[j + 1].set(w)
-        return V, T, beta, scale, kk
+    def program(state, V, T, R, start):
+        def step(j, carry):
+            V, T, _, scale = carry
+            w = apply(state, V[j])
+            scale = jnp.maximum(scale, jnp.linalg.norm(w))
+            w, h = orth(V, w)
+            beta = jnp.linalg.norm(w)
+            broke = beta <= 10 * n * eps * scale
+            r, _ = orth(V, jnp.roll(R, j + 1))
+            w = jnp.where(broke, r / jnp.linalg.norm(r), w / jnp.where(broke, 1.0, beta))
+            beta = jnp.where(broke, 0.0, beta)
+            T = T.at[:, j].set(h).at[j, :].set(h)
+            T = T.at[j, j + 1].set(beta).at[j + 1, j].set(beta)
+            return V.at[j + 1].set(w), T, beta, scale
 
-    def ritz(V, T, b_last):
-        Tm = T[:m, :m]
-        theta, S = jnp.linalg.eigh(0.5 * (Tm + Tm.T))
-        order = _order(theta, which)
-        res = jnp.abs(b_last * S[m - 1])
-        return theta, S, order, res
-
-    def done(theta, order, res):
-        wanted = order[:k]
-        scale = jnp.max(jnp.abs(theta))
-        return jnp.all(res[wanted] <= tol * scale)
-
-    def cycle(carry):
-        V, T, b_last, scale, kk, restarts, _ = carry
-        theta, S, order, res = ritz(V, T, b_last)
-        keep = order[:p]
-        Vk = S[:, keep].T @ V[:m]
-        V2 = jnp.zeros_like(V).at[:p].set(Vk).at[p].set(V[m])
-        T2 = jnp.zeros_like(T).at[jnp.arange(p), jnp.arange(p)].set(theta[keep])
-        V2, T2, b_last, scale, kk = jax.lax.fori_loop(p, m, step, (V2, T2, b_last, scale, kk))
-        theta, S, order, res = ritz(V2, T2, b_last)
-        return V2, T2, b_last, scale, kk, restarts + 1, done(theta, order, res)
-
-    def run(state_, x0):
-        nonlocal state
-        state = state_
-        V = jnp.zeros((m + 1, n), dtype).at[0].set(x0 / jnp.linalg.norm(x0))
-        T = jnp.zeros((m + 1, m + 1), dtype)
         zero = jnp.zeros((), dtype)
-        V, T, b_last, scale, kk = jax.lax.fori_loop(0, m, step, (V, T, zero, zero, key))
-        theta, S, order, res = ritz(V, T, b_last)
-        carry = (V, T, b_last, scale, kk, jnp.int32(0), done(theta, order, res))
-        if m < n and p < m:
-            carry = jax.lax.while_loop(lambda c: (~c[6]) & (c[5] < max_restarts), cycle, carry)
-        V, T, b_last, scale, kk, restarts, ok = carry
-        theta, S, order, res = ritz(V, T, b_last)
-        wanted = order[:k]
-        Y = S[:, wanted].T @ V[:m]
-        return theta[wanted], Y, res[wanted], ok, restarts
+        V, T, beta, _ = jax.lax.fori_loop(start, m, step, (V, T, zero, zero))
+        return V, T, beta
 
-    state = None
-    vals, Y, res, ok, restarts = jax.jit(run)(op.state, x0)
-    restarts = int(restarts)
-    matvecs = m + restarts * (m - p)
-    return Eigenpairs(
-        eigenvalues=vals,
-        eigenvectors=jax.vmap(op.unravel)(Y),
-        residuals=res,
-        converged=bool(ok),
-        matvecs=matvecs,
-        data_passes=matvecs,
-        restarts=restarts,
-    )
+    return program
 
 
 def power_iteration(
@@ -264,9 +247,11 @@ def power_iteration(
     tol = _default_tol(op.dtype) if tol is None else float(tol)
     key = jax.random.PRNGKey(0) if key is None else key
     dtype = op.dtype
-    apply = op.apply_flat
+    apply = op._apply
 
-    def run(state, keys):
+    def run(state, key):
+        starts = jax.random.normal(key, (k, n), dtype)  # drawn outside the loops (compile time)
+
         def one(i, carry):
             Y, vals, res, iters_total, scale = carry
             mask = (jnp.arange(k) < i).astype(dtype)
@@ -275,8 +260,7 @@ def power_iteration(
                 w = apply(state, v)
                 return w - Y.T @ (mask * vals * (Y @ v))
 
-            v = jax.random.normal(keys[i], (n,), dtype)
-            v = v / jnp.linalg.norm(v)
+            v = starts[i] / jnp.linalg.norm(starts[i])
             w = deflated(v)
 
             def cond(c):
@@ -314,7 +298,8 @@ def power_iteration(
         Y, vals, res, iters, scale = jax.lax.fori_loop(0, k, one, init)
         return Y, vals, res, iters, scale
 
-    Y, vals, res, iters, scale = jax.jit(run)(op.state, jax.random.split(key, k))
+    prog = op.program(f"power/{k}/{tol}/{max_iters}", lambda: jax.jit(run))
+    Y, vals, res, iters, scale = prog(op.state, key)
     iters = int(iters)
     return Eigenpairs(
         eigenvalues=vals,

@@ -60,7 +60,8 @@ class CurvatureOperator:
     dtype: Any
     num_batches: int
     paths: tuple[str, ...]
-    _embed: Callable = dataclasses.field(repr=False)
+    _selection: _Selection = dataclasses.field(repr=False)
+    _programs: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def unravel(self, x: jax.Array) -> PyTree:
         """The pytree (like :attr:`like`) of a flat vector of length :attr:`size`."""
@@ -82,14 +83,16 @@ class CurvatureOperator:
           ValueError, TypeError: ``v``'s structure, shapes or dtypes differ from the
             parameters' (the message names the first differing path).
         """
-        return self.unravel(self._apply(self.state, self.ravel(v)))
+        mv = self.program("matvec", lambda: jax.jit(self._apply))
+        return self.unravel(mv(self.state, self.ravel(v)))
 
     def matmat(self, vs: PyTree) -> PyTree:
         """``A v_i`` for a stack of pytrees (leading axis ``m``): ``m`` matvecs, vmapped."""
         flat = jax.vmap(lambda v: ravel_pytree(v)[0])(vs)
         one = jax.tree.map(lambda x: x[0], vs)
         _tree.check_same_shapes_dtypes(self.like, one, "params", "vs[0]")
-        out = jax.vmap(lambda x: self._apply(self.state, x))(flat)
+        mm = self.program("matmat", lambda: jax.jit(jax.vmap(self._apply, in_axes=(None, 0))))
+        out = mm(self.state, flat)
         return jax.vmap(self.unravel)(out)
 
     def __matmul__(self, v: PyTree) -> PyTree:
@@ -98,63 +101,91 @@ class CurvatureOperator:
     def embed(self, v: PyTree) -> PyTree:
         """A vector of the (restricted) operator placed in the full parameter tree, zeros
         elsewhere."""
-        return self._embed(v)
+        return self._selection.embed(v, self.state["rest"])
+
+    def with_params(self, params: PyTree) -> CurvatureOperator:
+        """The same operator at new parameters (same structure, shapes and dtypes).
+
+        The returned operator shares this one's compiled programs (like reusing one
+        ``jax.jit(f)``): repeated analyses along a training run compile once. Build a new
+        operator instead if the loss or model function itself has changed.
+
+        Raises:
+          ValueError, TypeError: ``params`` differs in structure, shape or dtype (the message
+            names the path).
+        """
+        sub, rest = self._selection.split(params)
+        _tree.check_same_shapes_dtypes(self.like, sub, "params", "new params")
+        state = dict(self.state, params=sub, rest=rest)
+        return dataclasses.replace(self, state=state, like=sub, _programs=self._programs)
+
+    def program(self, name: str, build: Callable[[], Callable]) -> Callable:
+        """A compiled program of the algorithms (``build()`` once per name), shared by the
+        operators derived with :meth:`with_params`."""
+        if name not in self._programs:
+            self._programs[name] = build()
+        return self._programs[name]
 
     def to_dense(self) -> jax.Array:
         """The ``n x n`` matrix (``n`` matvecs; for small operators and tests)."""
         eye = jnp.eye(self.size, dtype=self.dtype)
-        return jax.jit(jax.vmap(self._apply, in_axes=(None, 0)))(self.state, eye).T
+        mm = self.program("dense", lambda: jax.jit(jax.vmap(self._apply, in_axes=(None, 0))))
+        return mm(self.state, eye).T
 
 
 # ----------------------------------------------------------------------------- selection
 
 
-def _select(params: PyTree, wrt: Wrt) -> tuple[PyTree, Callable, Callable, tuple[str, ...]]:
-    """``(sub, merge, embed, paths)``: the selected leaves as a dict keyed by path (or the whole
-    tree for ``wrt=None``), ``merge(sub) -> full params`` and ``embed(sub) -> full params with
-    zeros elsewhere``."""
-    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-    keys = [jax.tree_util.keystr(p) for p, _ in flat]
-    if wrt is None:
-        return (
-            params,
-            lambda sub: sub,
-            lambda sub: sub,
-            tuple("params" + k for k in keys),
-        )
-    if callable(wrt):
-        chosen = [i for i, (k, (_, x)) in enumerate(zip(keys, flat, strict=True)) if wrt(k, x)]
-    else:
-        prefixes = [wrt] if isinstance(wrt, str) else list(wrt)
-        for pre in prefixes:
-            if not isinstance(pre, str):
-                raise TypeError(
-                    f"wrt: expected a path string like \"['w1']\", a list of them or a "
-                    f"filter(path, leaf) -> bool; found {type(pre).__name__} {pre!r}."
-                )
-        norm = [p[len("params") :] if p.startswith("params") else p for p in prefixes]
-        chosen = [i for i, k in enumerate(keys) if any(k.startswith(p) for p in norm)]
-    if not chosen:
-        raise ValueError(
-            f"wrt={wrt!r} selects no parameter. The parameter paths are: "
-            f"{', '.join('params' + k for k in keys)}."
-        )
-    leaves = [leaf for _, leaf in flat]
-    sub = {"params" + keys[i]: leaves[i] for i in chosen}
+class _Selection:
+    """Which leaves of the parameters an operator acts on (``wrt``), as pure functions of the
+    full parameters: ``split(params) -> (sub, rest)``, ``merge(sub, rest) -> params``. ``sub``
+    is the whole tree for ``wrt=None``, else a dict keyed by the selected paths; ``rest`` the
+    full list of leaves (the unselected ones are read from it)."""
 
-    def merge(s: dict) -> PyTree:
-        new = list(leaves)
-        for i in chosen:
-            new[i] = s["params" + keys[i]]
-        return jax.tree_util.tree_unflatten(treedef, new)
+    def __init__(self, params: PyTree, wrt: Wrt) -> None:
+        flat, self.treedef = jax.tree_util.tree_flatten_with_path(params)
+        keys = [jax.tree_util.keystr(p) for p, _ in flat]
+        self.all = wrt is None
+        if wrt is None:
+            chosen = list(range(len(keys)))
+        elif callable(wrt):
+            chosen = [i for i, (k, (_, x)) in enumerate(zip(keys, flat, strict=True)) if wrt(k, x)]
+        else:
+            prefixes = [wrt] if isinstance(wrt, str) else list(wrt)
+            for pre in prefixes:
+                if not isinstance(pre, str):
+                    raise TypeError(
+                        f"wrt: expected a path string like \"['w1']\", a list of them or a "
+                        f"filter(path, leaf) -> bool; found {type(pre).__name__} {pre!r}."
+                    )
+            norm = [p[len("params") :] if p.startswith("params") else p for p in prefixes]
+            chosen = [i for i, k in enumerate(keys) if any(k.startswith(p) for p in norm)]
+        if not chosen:
+            raise ValueError(
+                f"wrt={wrt!r} selects no parameter. The parameter paths are: "
+                f"{', '.join('params' + k for k in keys)}."
+            )
+        self.chosen = chosen
+        self.paths = tuple("params" + keys[i] for i in chosen)
 
-    def embed(s: dict) -> PyTree:
-        new = [jnp.zeros_like(x) for x in leaves]
-        for i in chosen:
-            new[i] = s["params" + keys[i]]
-        return jax.tree_util.tree_unflatten(treedef, new)
+    def split(self, params: PyTree) -> tuple[PyTree, list | None]:
+        if self.all:
+            return params, None
+        leaves = self.treedef.flatten_up_to(params)
+        return {p: leaves[i] for p, i in zip(self.paths, self.chosen, strict=True)}, leaves
 
-    return sub, merge, embed, tuple(sub)
+    def merge(self, sub: PyTree, rest: list | None) -> PyTree:
+        if self.all:
+            return sub
+        new = list(rest)
+        for p, i in zip(self.paths, self.chosen, strict=True):
+            new[i] = sub[p]
+        return jax.tree_util.tree_unflatten(self.treedef, new)
+
+    def embed(self, sub: PyTree, rest: list | None) -> PyTree:
+        if self.all:
+            return sub
+        return self.merge(sub, [jnp.zeros_like(x) for x in rest])
 
 
 def _float_dtype(sub: PyTree, paths: tuple[str, ...]) -> Any:
@@ -272,13 +303,16 @@ def hessian(
     rule = hvp_rule(mode)
     data, nb = _stack_batches(batches)
     _check_scalar_loss(loss, params, _first_batch(data))
-    sub, merge, embed, paths = _select(params, wrt)
+    sel = _Selection(params, wrt)
+    sub, rest = sel.split(params)
+    paths = sel.paths
     dtype = _float_dtype(sub, paths)
     acc = _acc_dtype(dtype, accumulate)
     flat0, unravel = ravel_pytree(sub)
 
     def apply(state, x):
-        p_sub, d = state
+        p_sub, d = state["params"], state["data"]
+        merge = lambda s: sel.merge(s, state["rest"])
 
         def per_batch(batch, _i, x):
             f = (lambda s: loss(merge(s))) if batch is None else (lambda s: loss(merge(s), batch))
@@ -287,7 +321,15 @@ def hessian(
         return _batch_sum(per_batch, d, nb, x, acc)
 
     return CurvatureOperator(
-        "hessian", apply, (sub, data), sub, int(flat0.size), dtype, nb, paths, embed
+        "hessian",
+        apply,
+        {"params": sub, "rest": rest, "data": data, "key": None},
+        sub,
+        int(flat0.size),
+        dtype,
+        nb,
+        paths,
+        sel,
     )
 
 
@@ -426,7 +468,9 @@ def _output_operator(
             f"{kind}: each batch must be a pair (inputs, targets); batches[0] is "
             f"{type(b0).__name__} with structure {jax.tree_util.tree_structure(b0)}."
         )
-    sub, merge, embed, paths = _select(params, wrt)
+    sel = _Selection(params, wrt)
+    sub, rest = sel.split(params)
+    paths = sel.paths
     dtype = _float_dtype(sub, paths)
     out_shape = jax.eval_shape(lambda p: model(p, b0[0]), params)
     if not hasattr(out_shape, "shape") or len(out_shape.shape) < 1:
@@ -438,7 +482,8 @@ def _output_operator(
     flat0, unravel = ravel_pytree(sub)
 
     def apply(state, x):
-        p_sub, d, k = state
+        p_sub, d, k = state["params"], state["data"], state["key"]
+        merge = lambda s: sel.merge(s, state["rest"])
 
         def per_batch(batch, i, x):
             inputs, targets = batch
@@ -451,7 +496,15 @@ def _output_operator(
         return _batch_sum(per_batch, d, nb, x, acc)
 
     return CurvatureOperator(
-        kind, apply, (sub, data, key), sub, int(flat0.size), dtype, nb, paths, embed
+        kind,
+        apply,
+        {"params": sub, "rest": rest, "data": data, "key": key},
+        sub,
+        int(flat0.size),
+        dtype,
+        nb,
+        paths,
+        sel,
     )
 
 

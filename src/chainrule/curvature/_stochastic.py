@@ -60,11 +60,13 @@ def _probe_values(op: CurvatureOperator, probes: jax.Array, probe_batch: int | N
     estimators vmap every probe at once: ``num x`` the memory of one matvec)."""
     integrand = stochtrace.monte_carlo_trace_and_diagonal()
 
+    apply = op._apply
+
     def run(state, probes):
-        one = lambda v: integrand(lambda x: op.apply_flat(state, x), v)
+        one = lambda v: integrand(lambda x: apply(state, x), v)
         return _tree.map_chunked(one, probes, probes.shape[0], probe_batch)
 
-    return jax.jit(run)(op.state, probes)
+    return op.program(f"probes/{probe_batch}", lambda: jax.jit(run))(op.state, probes)
 
 
 def _mean_sem(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -135,7 +137,9 @@ def trace(
     est = stochtrace.estimator_leave_one_out_mean_and_sem(
         stochtrace.leave_one_out_xtrace(), stochtrace.sampler_normal(jnp.zeros((n,), dtype), num=s)
     )
-    mean, sem = jax.jit(lambda st, k: est(lambda x: op.apply_flat(st, x), k))(op.state, key)
+    apply = op._apply
+    prog = op.program(f"xtrace/{s}", lambda: jax.jit(lambda st, k: est(lambda x: apply(st, x), k)))
+    mean, sem = prog(op.state, key)
     cost = n if 2 * s >= n else 2 * s  # matfree materializes the operator when 2 s >= n
     return Estimate(mean, sem, cost, cost, method)
 
@@ -148,15 +152,18 @@ def _hutchpp(op: CurvatureOperator, key: jax.Array, budget: int) -> Estimate:
         s, g = (budget - 2) // 2, 2 + (budget - 2) % 2
     k1, k2 = jax.random.split(key)
 
+    apply = op._apply
+
     def run(state, S, G):
-        mm = jax.vmap(lambda x: op.apply_flat(state, x))
+        mm = jax.vmap(lambda x: apply(state, x))
         Q, _ = jnp.linalg.qr(mm(S).T)
         t_low = jnp.sum(Q * mm(Q.T).T)
         Gd = G - (G @ Q) @ Q.T
         vals = jnp.sum(Gd * mm(Gd), axis=1)
         return t_low, vals
 
-    t_low, vals = jax.jit(run)(op.state, _signs(k1, n, s, dtype), _signs(k2, n, g, dtype))
+    prog = op.program(f"hutch++/{s}/{g}", lambda: jax.jit(run))
+    t_low, vals = prog(op.state, _signs(k1, n, s, dtype), _signs(k2, n, g, dtype))
     mean, sem = _mean_sem(vals)
     cost = 2 * s + g
     return Estimate(t_low + mean, sem, cost, cost, "hutch++")
@@ -236,15 +243,18 @@ def _slq(op: CurvatureOperator, key: jax.Array, num_probes: int, num_steps: int,
     steps = min(num_steps, n)
     tri = decomp.tridiag_sym(steps, reortho="full", materialize=True, custom_vjp=False)
 
+    apply = op._apply
+
     def run(state, probes):
         def one(v):
-            T = tri(lambda x: op.apply_flat(state, x), v).J_small
+            T = tri(lambda x: apply(state, x), v).J_small
             theta, S = jnp.linalg.eigh(T)
             return theta, S[0] ** 2
 
         return _tree.map_chunked(one, probes, probes.shape[0], probe_batch)
 
-    nodes, weights = jax.jit(run)(op.state, _signs(key, n, num_probes, dtype))
+    prog = op.program(f"slq/{steps}/{probe_batch}", lambda: jax.jit(run))
+    nodes, weights = prog(op.state, _signs(key, n, num_probes, dtype))
     return nodes, weights, num_probes * steps
 
 
