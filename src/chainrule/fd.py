@@ -33,7 +33,6 @@ Costs, in evaluations of ``f`` (all evaluations of one call run as one vmapped b
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +41,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from chainrule._richardson import (
+    DEFAULT_LEVELS,
+    compiled_call,
+    dtype_eps,
+    line,
+    richardson_table,
+)
+from chainrule._richardson import step_dtype as _step_dtype
 from chainrule._tree import (
     check_choice,
     check_differentiable,
@@ -49,6 +56,7 @@ from chainrule._tree import (
     leaf_paths,
     map_chunked,
 )
+from chainrule._validate import check_levels, check_step
 
 PyTree = Any
 
@@ -69,28 +77,6 @@ _STENCILS: dict[str, tuple[tuple[float, ...], tuple[float, ...], int]] = {
     ),
 }
 _ORDER = {"richardson": 6, "complex": 2, **{k: s[2] for k, s in _STENCILS.items()}}
-DEFAULT_LEVELS = 6
-
-
-def dtype_eps(tree: PyTree) -> float:
-    """Machine epsilon of the least precise floating leaf of ``tree`` (float32 if none)."""
-    eps = [
-        float(jnp.finfo(jnp.result_type(leaf)).eps)
-        for leaf in jax.tree_util.tree_leaves(tree)
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
-    ]
-    return max(eps) if eps else float(jnp.finfo(jnp.float32).eps)
-
-
-def _step_dtype(tree: PyTree) -> np.dtype:
-    """The real dtype steps are computed in: the widest floating leaf, at least float32.
-
-    A float64 problem must not get a step rounded to float32: the displacement ``x + h v``
-    and the divisor ``h`` would then differ by float32's relative error (~3e-8), a floor far
-    above float64 finite-difference accuracy.
-    """
-    dts = [jnp.finfo(jnp.result_type(x)).dtype for x in jax.tree_util.tree_leaves(tree)]
-    return np.dtype(jnp.result_type(jnp.float32, *dts))
 
 
 def _rms(tree: PyTree) -> jax.Array:
@@ -129,124 +115,6 @@ def default_step(x: PyTree, v: PyTree, method: str = "central") -> jax.Array:
     if method == "complex":
         return eps * s
     return eps ** (1 / (_ORDER[method] + 1)) * s
-
-
-def _line(f: Callable, x: PyTree, v: PyTree, ts: jax.Array) -> PyTree:
-    """``[f(x + t v) for t in ts]`` as one vmapped evaluation; leaves get a leading axis."""
-
-    def at(t):
-        return f(jax.tree.map(lambda a, b: a + t.astype(a.dtype) * b, x, v))
-
-    return jax.vmap(at)(ts)
-
-
-@functools.lru_cache(maxsize=32)
-def _richardson_matrices(levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Constant maps from the ``2 * levels + 1`` line values to the Richardson table.
-
-    Values are ordered ``f(x + h_k v)`` (k = 0..L-1), ``f(x - h_k v)``, ``f(x)`` with
-    ``h_k = h_0 2^-k``. Returns ``(A, BL, BR, amp)`` in units of ``1/h_0``: candidates
-    ``A @ F`` (central differences D_k, their order-4 and order-6 extrapolations), the
-    differences of each candidate to its left/right neighbour in step size (``BL``, ``BR``;
-    the one neighbour at the ends), and ``amp = sum |A|`` (round-off amplification).
-    """
-    L = levels
-    T = 2 * L + 1
-    D = np.zeros((L, T))
-    for k in range(L):
-        D[k, k] = 2.0**k / 2
-        D[k, L + k] = -(2.0**k) / 2
-    cols = [D]
-    for j in (1, 2):
-        prev = cols[-1]
-        r = 4.0**j
-        cols.append((r * prev[1:] - prev[:-1]) / (r - 1))
-    A, BL, BR = [], [], []
-    for c in cols:
-        n = c.shape[0]
-        if n < 2:
-            continue
-        for k in range(n):
-            left = c[k] - c[k - 1] if k > 0 else c[k] - c[k + 1]
-            right = c[k] - c[k + 1] if k < n - 1 else c[k] - c[k - 1]
-            A.append(c[k])
-            BL.append(left)
-            BR.append(right)
-    A, BL, BR = np.array(A), np.array(BL), np.array(BR)
-    return A, BL, BR, np.abs(A).sum(1)
-
-
-def _floor_scale(absF, levels: int, xp=jnp):
-    """Per candidate of :func:`_richardson_matrices`, the largest ``|f|`` among the points it
-    uses (``f(x)`` included): the round-off floor must hold where ``f`` is summed from large,
-    cancelling terms near ``x`` (e.g. ``sum(x^3)`` over a symmetric grid, ``f(x) = 0``)."""
-    L = levels
-    lev = xp.maximum(xp.maximum(absF[:L], absF[L : 2 * L]), absF[-1][None])
-    r1 = xp.maximum(lev[:-1], lev[1:])
-    r2 = xp.maximum(r1[:-1], r1[1:])
-    # _richardson_matrices drops a column of the table with fewer than 2 entries (the order-6
-    # column at levels=3): the rows here must match its candidates one for one
-    return xp.concatenate([c for c in (lev, r1, r2) if c.shape[0] >= 2], 0)
-
-
-def _noise_seen(F, levels: int, xp=jnp):
-    """Per element, the noise of f's values that the ladder itself shows.
-
-    The even part ``S_k = f(x + h_k v) + f(x - h_k v) - 2 f(x)`` is ``h_k^2 f''`` plus O(h^4);
-    extrapolated twice (``R_k = S_(k+1) - S_k / 4``, then ``R_(k+1) - R_k / 16``) it is O(h^6)
-    plus noise, and at the smallest steps only noise is left. That noise is what the round-off
-    model ``eps |f|`` cannot see when f is a sum of many cancelling terms (``sum(w^3)`` over a
-    symmetric grid rounds at ``eps sum|w^3|``, far above ``eps |f|``); the central differences
-    never use the even part, so it is an independent witness. A candidate's share is
-    ``sum|c| * seen / h``.
-    """
-    L = levels
-    lo = max(L - 4, 0)  # the last two twice-extrapolated rows use the 4 smallest steps
-    S = F[lo:L] + F[L + lo : 2 * L] - 2 * F[-1][None]
-    R = S[1:] - S[:-1] / 4  # O(h^4) + noise
-    R = R[1:] - R[:-1] / 16  # O(h^6) + noise: below float64's noise at these steps
-    return xp.max(xp.abs(R), axis=0) / 2  # ~ the rms of one value's noise (|c| of a row: 2.0)
-
-
-def _richardson_table(F: jax.Array, h0: jax.Array, eps: float, levels: int):
-    """Per element, the Richardson-table entry with the smallest estimated error.
-
-    ``F`` has shape ``(2L + 1,) + out_shape`` (see :func:`_richardson_matrices`). Each entry's
-    error is the larger of its differences to its neighbours in step size (truncation and
-    noise both show there), floored by the round-off model ``eps |f(x)| sum|c| / h`` and by
-    the noise the ladder shows (:func:`_noise_seen`) times ``sum|c| / h``.
-    Returns (estimate, error estimate) shaped like ``out_shape``.
-    """
-    rdt = jnp.finfo(F.dtype).dtype  # errors and steps are real, also for a complex f
-    A, BL, BR = (jnp.asarray(m, F.dtype) for m in _richardson_matrices(levels)[:3])
-    amp = jnp.asarray(_richardson_matrices(levels)[3], rdt)
-    shape = F.shape[1:]
-    Ff = F.reshape(F.shape[0], -1)
-    hp = jax.lax.Precision.HIGHEST
-    h = h0.astype(rdt)
-    E = (
-        jnp.maximum(
-            jnp.abs(jnp.matmul(BL, Ff, precision=hp)), jnp.abs(jnp.matmul(BR, Ff, precision=hp))
-        )
-        / h
-    )
-    noise = eps * (_floor_scale(jnp.abs(Ff), levels) + jnp.finfo(F.dtype).tiny)
-    E = jnp.maximum(E, amp[:, None] * noise / h)
-    E = jnp.where(jnp.isnan(E), jnp.inf, E)
-    # one entry for the whole leaf: the smallest error in norm (per element, a few elements
-    # whose neighbour differences cancel by chance would get an underestimated error)
-    # (the norm in at least float32: float16's max / 1e6 would clip every error to 0.07)
-    wide = jnp.promote_types(E.dtype, jnp.float32)
-    big = float(jnp.finfo(wide).max) / 1e6
-    norm = lambda x, axis: jnp.sqrt(jnp.sum(jnp.minimum(x.astype(wide), big) ** 2, axis))
-    # the witnessed noise enters per candidate through its norm, and elementwise only into the
-    # chosen row: folded into the whole table it cost a large kernel 3x its time on the CPU
-    seen = jnp.where(jnp.isnan(s := _noise_seen(Ff, levels)), jnp.inf, s).astype(rdt)
-    i = jnp.argmin(jnp.maximum(norm(E, 1), amp * norm(seen, 0) / h))
-    # only the chosen candidate is formed: a third of the work on large leaves
-    est = jnp.matmul(jnp.take(A, i, axis=0), Ff, precision=hp) / h
-    err = jnp.maximum(E[i], amp[i] * seen / h)
-    return est.reshape(shape), err.reshape(shape)
 
 
 def _directional_impl(f, x, v, method, step, levels):
@@ -292,14 +160,14 @@ def _directional_impl(f, x, v, method, step, levels):
     elif method == "richardson":
         hs = h * 0.5 ** jnp.arange(levels, dtype=sdt)
         ts = jnp.concatenate([hs, -hs, jnp.zeros((1,), sdt)])
-        Fs = _line(f, x, v, ts)
-        pairs = [_richardson_table(F, h, eps, levels) for F in jax.tree_util.tree_leaves(Fs)]
+        Fs = line(f, x, v, ts)
+        pairs = [richardson_table(F, h, eps, levels) for F in jax.tree_util.tree_leaves(Fs)]
     else:
         offs, coefs, p = _STENCILS[method]
         # the stencil at h and at 2h (for the error estimate), plus f(x) for the noise model
         grid = sorted(set(offs) | {2 * o for o in offs} | {0.0})
         ts = h * jnp.asarray(grid, sdt)
-        Fs = _line(f, x, v, ts)
+        Fs = line(f, x, v, ts)
         pos = {o: i for i, o in enumerate(grid)}
         amp = sum(abs(c) for c in coefs)
         pairs = []
@@ -312,9 +180,6 @@ def _directional_impl(f, x, v, method, step, levels):
     est = out_def.unflatten([p[0] for p in pairs])
     err = out_def.unflatten([p[1] for p in pairs])
     return est, err
-
-
-_directional_jit = jax.jit(_directional_impl, static_argnums=(0, 3, 5))
 
 
 def _prepare(x: PyTree, v: PyTree) -> tuple[PyTree, PyTree]:
@@ -372,31 +237,13 @@ def directional(
       (True, True)
     """
     check_choice(method, METHODS, "finite-difference method")
-    levels = _check_levels(levels, "directional")
-    _check_step(step, "directional")
+    levels = check_levels(levels, "directional", DEFAULT_LEVELS)
+    step = check_step(step, "directional")
     x, v = _prepare(x, v)
-    return _directional_jit(f, x, v, method, step, levels)
-
-
-def _check_levels(levels: Any, what: str) -> int:
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 3:
-        raise ValueError(
-            f"{what}: levels must be >= 3 (an int), found {levels!r}; the default is "
-            f"{DEFAULT_LEVELS}."
-        )
-    return int(levels)
-
-
-def _check_step(step: Any, what: str) -> None:
-    """A concrete step must be finite and non-zero (a traced one is the caller's business)."""
-    if step is None or isinstance(step, jax.core.Tracer):
-        return
-    h = np.asarray(step)
-    if h.ndim != 0 or not np.isfinite(h) or h == 0:
-        raise ValueError(
-            f"{what}: step must be a finite, non-zero scalar, found {step!r}; or None for "
-            f"default_step."
-        )
+    # traced at every call (f as it is now); compiled reuse keyed on the traced program
+    return compiled_call(
+        lambda x, v, s: _directional_impl(f, x, v, method, s, levels), (x, v, step)
+    )
 
 
 def _basis_impl(f, x, method, step, levels, chunk_size):
@@ -418,9 +265,6 @@ def _basis_impl(f, x, method, step, levels, chunk_size):
 
     est, err = map_chunked(col, jnp.arange(n), n, chunk_size)
     return est.T, err.T  # (out_size, in_size)
-
-
-_basis_jit = jax.jit(_basis_impl, static_argnums=(0, 2, 4, 5))
 
 
 def jacobian(
@@ -467,11 +311,12 @@ def jacobian(
         raise ValueError(
             f"jacobian: chunk_size must be a positive int or None, found {chunk_size!r}."
         )
-    levels = _check_levels(levels, "jacobian")
-    _check_step(step, "jacobian")
+    levels = check_levels(levels, "jacobian", DEFAULT_LEVELS)
+    step = check_step(step, "jacobian")
     x = jax.tree.map(jnp.asarray, x)
     check_differentiable(x, "x")
-    return _basis_jit(f, x, method, step, levels, None if chunk_size is None else int(chunk_size))
+    chunk = None if chunk_size is None else int(chunk_size)
+    return compiled_call(lambda x, s: _basis_impl(f, x, method, s, levels, chunk), (x, step))
 
 
 def gradient(

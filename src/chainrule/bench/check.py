@@ -10,7 +10,7 @@ on the jax row):
 * ``mlp second point``: in that process, the same function checked again at a second point with
   the same shapes (chainrule: nothing re-traces); median of 5. The two checkers run in separate
   processes, so these are not interleaved: compare them within one run of the suite.
-* ``zoo cold <dtype>``: the whole zoo of ``tests/zoo.py`` (20 correct and wrong derivative
+* ``zoo cold <dtype>``: the whole zoo of :mod:`chainrule.bench.zoo` (20 correct and wrong derivative
   rules), fresh functions, order and modes per case; and one ``zoo <dtype> <case>`` row per case
   with both checkers' verdicts in ``note``.
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -41,16 +40,8 @@ __all__ = ["suite", "detection", "mlp_loss", "main"]
 
 
 def _zoo():
-    """Import ``tests/zoo.py`` from the source tree (it is test code, not part of the package)."""
-    root = Path(__file__).resolve().parents[3] / "tests"
-    if not (root / "zoo.py").exists():
-        raise FileNotFoundError(
-            f"The check benchmark needs the zoo at {root / 'zoo.py'}; run it from a source "
-            f"checkout of chainrule (pip install -e .)."
-        )
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    import zoo
+    """The zoo of correct and wrong derivative rules (:mod:`chainrule.bench.zoo`)."""
+    from chainrule.bench import zoo
 
     return zoo
 

@@ -5,7 +5,8 @@ correct derivative (a plain JAX function, or a correct ``jax.custom_jvp``/``cust
 or a planted bug in a custom rule. ``build`` creates *fresh* function objects on every call, so
 benchmarks can measure cold (compile-included) checks without cache hits.
 
-Importable by tests (``from zoo import CASES``) and by the ``check`` benchmark suite.
+Part of the package (``from chainrule.bench.zoo import CASES``) so that the tests and the
+``check`` benchmark suite share it without the benchmarks importing from ``tests/``.
 
 Where a bug lives in one region of input space, the check point ``args`` is chosen to visit it
 (a grid spanning both sides of the region boundary): checkers check where they are told to.
