@@ -62,6 +62,9 @@ class Params(BaseModel):
     )
     residual_width: int = Field(64, ge=1, description="MLP width for the residual sweep")
     residual_batch: int = Field(32, ge=1, description="MLP batch for the residual sweep")
+    chain_width: int = Field(
+        256, ge=8, description="widest layer of the chain_jacobian section's chains"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,7 +287,8 @@ def run(params: Params, ctx) -> dict:
         and summary["residual_bytes_monotone_in_depth"]
         and all(summary[f"hvp_{m}_over_grad"] < 10 for m in HVP_MODES)
     )
-    return {"tables": {"jacobian": jac, "hvp": hvps, "residuals": res}, "summary": summary}
+    out = {"tables": {"jacobian": jac, "hvp": hvps, "residuals": res}, "summary": summary}
+    return chain_section(out, p)  # 4. chain_jacobian (issue 20), below
 
 
 def plot(results: dict, params: Params) -> dict:
@@ -340,6 +344,7 @@ def plot(results: dict, params: Params) -> dict:
     ax.legend()
     fig.tight_layout()
     figs["residuals"] = fig
+    figs.update(chain_plot(results))  # 4. chain_jacobian (issue 20), below
     return figs
 
 
@@ -390,4 +395,119 @@ trades that memory for recomputation (Griewank & Walther ch. 12; Chen et al. 201
 **Verdict:** this run {ok} with the claims (forward faster for the tall Jacobian, reverse for
 the wide one, auto picks the faster, HVPs within 10x a gradient, residuals growing with depth).
 Timings are from a shared 2-core CPU: medians of interleaved calls.
+""" + chain_report(results)  # 4. chain_jacobian (issue 20), below
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. chain_jacobian (issue 20): the cheapest bracketing of a chain's layer Jacobians.
+#    Self-contained: chain_section (measurements), chain_plot, chain_report; the config key
+#    is Params.chain_width. Claim: the matrix-chain dynamic program over the layer widths
+#    (Griewank & Walther ch. 9-10; Naumann's Jacobian chain bracketing) finds a plan within
+#    1.1x of the best of fwd / rev / auto on every chain shape, and >= 10x faster than auto
+#    on a bottleneck.
+# ----------------------------------------------------------------------------------------------
+
+
+def chain_section(out: dict, p: Params) -> dict:
+    """``out`` with the chain table (a row per shape and contender) and its summary added."""
+    from chainrule.bench.chain import CONTENDERS, measure_chain, shapes
+
+    rows = []
+    for shape, widths in shapes(p.chain_width).items():
+        stats = measure_chain(widths, reps=p.reps, warmup=2)  # also checks every Jacobian
+        best = min(stats[c]["median_ms"] for c in CONTENDERS)
+        for c in CONTENDERS:
+            st = stats[c]
+            rows.append(
+                {
+                    "shape": shape,
+                    "widths": "-".join(map(str, widths)),
+                    "contender": c,
+                    "plan": st["plan"],
+                    "predicted_flops": st["predicted_flops"],
+                    "median_ms": st["median_ms"],
+                    "ratio_to_best": st["median_ms"] / best,
+                }
+            )
+    by = {(r["shape"], r["contender"]): r for r in rows}
+    shape_names = list(dict.fromkeys(r["shape"] for r in rows))
+    opt = [by[s, "chain optimal"] for s in shape_names]
+    logp = np.log([r["predicted_flops"] for r in rows])
+    logt = np.log([r["median_ms"] for r in rows])
+    s = out["summary"]
+    s["chain_optimal_over_best_max"] = max(r["ratio_to_best"] for r in opt)
+    s["chain_bottleneck_auto_over_optimal"] = (
+        by["bottleneck", "auto"]["median_ms"] / by["bottleneck", "chain optimal"]["median_ms"]
+    )
+    s["chain_bottleneck_plan"] = by["bottleneck", "chain optimal"]["plan"]
+    # where the model ranks a contender first, is it (within 1.1x) the fastest measured?
+    s["chain_predicted_best_is_measured_best"] = sum(
+        min((by[sh, c] for c in CONTENDERS), key=lambda r: r["predicted_flops"])["ratio_to_best"]
+        <= 1.1
+        for sh in shape_names
+    )
+    s["chain_shapes"] = len(shape_names)
+    s["chain_loglog_corr_predicted_measured"] = float(np.corrcoef(logp, logt)[0, 1])
+    s["chain_loglog_slope_measured_vs_predicted"] = _slope(logp, logt)
+    s["chain_agrees"] = bool(
+        s["chain_optimal_over_best_max"] <= 1.1 and s["chain_bottleneck_auto_over_optimal"] >= 10
+    )
+    out["tables"]["chain"] = rows
+    return out
+
+
+def chain_plot(results: dict) -> dict:
+    """Predicted FLOPs against measured time, one marker per contender, one colour per shape."""
+    rows = results["tables"].get("chain")
+    if not rows:
+        return {}
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    shape_names = list(dict.fromkeys(r["shape"] for r in rows))
+    markers = {"chain fwd": "o", "chain rev": "s", "auto": "x", "chain optimal": "*"}
+    for i, sh in enumerate(shape_names):
+        for c, m in markers.items():
+            rr = [r for r in rows if r["shape"] == sh and r["contender"] == c]
+            ax.plot(
+                [r["predicted_flops"] for r in rr],
+                [r["median_ms"] for r in rr],
+                m,
+                color=f"C{i}",
+                markersize=11 if c == "chain optimal" else 7,
+                label=f"{sh}" if c == "chain optimal" else None,
+            )
+    for c, m in markers.items():
+        ax.plot([], [], m, color="gray", label=c)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("predicted cost (FLOPs, chain_jacobian_plan)")
+    ax.set_ylabel("measured median time (ms)")
+    ax.set_title("chain Jacobians: predicted against measured cost")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return {"chain": fig}
+
+
+def chain_report(results: dict) -> str:
+    s = results["summary"]
+    if "chain_agrees" not in s:
+        return ""
+    ok = "agrees" if s["chain_agrees"] else "does NOT agree"
+    return f"""
+**Chain Jacobians (`cr.chain_jacobian`).** Claim: the cheapest bracketing of the layer
+Jacobians, chosen by dynamic programming over the widths (a matrix-chain problem with a forward
+and a reverse way to form each segment; Griewank & Walther ch. 9-10), is within 1.1x of the best
+of fwd, rev and `jacobian(mode="auto")` on every chain shape, and >= 10x faster than `auto` on a
+bottleneck. Measured on {s["chain_shapes"]} shapes (tall, wide, bottleneck, hourglass, wide
+middle): the optimal plan's time over the best measured contender's is at most
+{s["chain_optimal_over_best_max"]:.2f}; on the bottleneck it ran `{s["chain_bottleneck_plan"]}`,
+{s["chain_bottleneck_auto_over_optimal"]:.1f}x faster than `auto`. The contender predicted
+cheapest was the fastest measured (within 1.1x) on {s["chain_predicted_best_is_measured_best"]}
+of {s["chain_shapes"]} shapes; across all contenders, log measured time against log predicted
+FLOPs has correlation {s["chain_loglog_corr_predicted_measured"]:.3f} and slope
+{s["chain_loglog_slope_measured_vs_predicted"]:.2f} (1 would be time proportional to FLOPs;
+below 1, cheap calls are held up by fixed costs, see `docs/chain_jacobians.md`). Plot: `chain`.
+This run {ok} with the claim (times within 1.1x of each other on a shared CPU are ties).
 """

@@ -47,3 +47,25 @@ def test_residuals_grow_with_depth(results):
     # jax.checkpoint.
     assert s["activation_bytes_per_layer"] >= s["layer_output_bytes"]
     assert s["activation_bytes_per_layer_checkpointed"] < s["activation_bytes_per_layer"]
+
+
+def test_chain_section_prices_and_measures_every_shape(results):
+    # issue 20: measure_chain checked every contender's Jacobian against auto's before timing
+    rows = results["tables"]["chain"]
+    shapes = ["tall", "wide", "bottleneck", "hourglass", "wide middle"]
+    contenders = ["chain fwd", "chain rev", "auto", "chain optimal"]
+    assert [(r["shape"], r["contender"]) for r in rows] == [
+        (s, c) for s in shapes for c in contenders
+    ]
+    by = {(r["shape"], r["contender"]): r for r in rows}
+    for s in shapes:
+        # the optimal plan is predicted no dearer than any pure mode (it is one of the DP's
+        # candidates), and the pure rows price their own plans
+        opt = by[s, "chain optimal"]["predicted_flops"]
+        assert all(opt <= by[s, c]["predicted_flops"] * (1 + 1e-12) for c in contenders)
+        assert by[s, "chain fwd"]["plan"].startswith("fwd[0:")
+        assert all(r["median_ms"] > 0 for r in rows)
+    assert by["tall", "chain optimal"]["plan"] == "fwd[0:3]"
+    assert by["wide", "chain optimal"]["plan"] == "rev[0:3]"
+    assert results["summary"]["chain_bottleneck_plan"] == "fwd[2:4] @ rev[0:2]"
+    assert -1 <= results["summary"]["chain_loglog_corr_predicted_measured"] <= 1

@@ -528,6 +528,9 @@ def suite(quick: bool = False, reps: int | None = None, size: str | None = None)
     for label, n, m in sizes.jacobians:
         rows.extend(_jacobian_rows(label, n, m, reps, warmup))
     rows.extend(_hessian_rows(sizes.hessian_n, reps, warmup))
+    from chainrule.bench.chain import chain_rows  # issue 20: chain_jacobian plans vs auto
+
+    rows.extend(chain_rows(which, reps, warmup))
     for row in rows:
         row.setdefault("size_preset", which)
     return rows
