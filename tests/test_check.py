@@ -195,7 +195,7 @@ def test_bad_input_errors():
         cr.check_grads(jnp.sin, (x,), levels=2)
     with pytest.raises(ValueError, match="safety must be a number > 0"):
         cr.check_grads(jnp.sin, (x,), safety=0)
-    with pytest.raises(ValueError, match="check_hvp: Unknown HVP mode 'fwd-over-fwd'"):
+    with pytest.raises(ValueError, match="(?i)check_hvp: Unknown hvp mode 'fwd-over-fwd'"):
         cr.check_hvp(jnp.sin, (x,), mode="fwd-over-fwd")
     with pytest.raises(TypeError, match="real floating outputs"):
         cr.check_grads(lambda z: (z > 0).astype(jnp.int32), (x,))
@@ -467,3 +467,138 @@ def test_kinks_and_overflow_at_the_default_steps_are_rechecked_at_smaller_ones(d
 
     exp.defjvp(lambda x, t: (exp(x[0]), 1.01 * jnp.exp(x[0]) * t[0]))
     assert not cr.check_grads(lambda x: jnp.sum(exp(x)), (x,)).passed
+
+
+# --- a check checks f as it is at the call (issue 15) -------------------------------------
+
+_ENTRY = {
+    "check_grads": lambda f, a: cr.check_grads(f, a, order=2),
+    "check_jvp": cr.check_jvp,
+    "check_vjp": cr.check_vjp,
+    "check_hvp": cr.check_hvp,
+    "taylor_test": cr.taylor_test,
+}
+
+
+def _custom_square(slope: dict):
+    @jax.custom_jvp
+    def sq(x):
+        return x**2
+
+    # the rule reads slope["k"] when it is traced: 0 is right, anything else a planted bug at
+    # first order and (stop_gradient: the HVP misses the term's own derivative) at second
+    sg = jax.lax.stop_gradient
+    sq.defjvp(lambda p, t: (sq(p[0]), (2 * p[0] + slope["k"] * sg(p[0]) ** 2) * t[0]))
+    return lambda x: jnp.sum(sq(x))
+
+
+@pytest.mark.parametrize("entry", sorted(_ENTRY))
+def test_a_rule_broken_between_two_checks_fails_the_second(entry):
+    run = _ENTRY[entry]
+    x = (jnp.linspace(0.5, 1.5, 6),)
+    slope = {"k": 0.0}
+    f = _custom_square(slope)
+    assert run(f, x).passed
+    slope["k"] = 0.2  # the same function object, its rule now wrong
+    assert not run(f, x).passed
+    slope["k"] = 0.0
+    assert run(f, x).passed
+
+
+@pytest.mark.parametrize("entry", ["check_grads", "check_vjp", "taylor_test"])
+def test_a_global_and_an_array_changed_in_place_are_seen(entry):
+    run = _ENTRY[entry]
+    x = (jnp.linspace(0.5, 1.5, 6),)
+    w = np.ones(6)
+    state = {"scale": 1.0}
+
+    @jax.custom_vjp
+    def g(x):
+        return jnp.sum(jnp.asarray(w) * x**2)
+
+    # the backward pass closes over w and reads state when traced: a rule that goes stale
+    # against f's own w unless both are read at the call
+    g.defvjp(lambda x: (g(x), x), lambda x, c: (c * 2 * state["scale"] * x,))
+    f = lambda z: g(z)
+    assert run(f, x).passed
+    w[:] = 3.0  # in place: f's forward now 3x; the rule's gradient still 2x
+    assert not run(f, x).passed
+    state["scale"] = 3.0
+    assert run(f, x).passed
+
+
+def test_shared_validators_name_the_option():
+    x = (jnp.ones(3),)
+    for bad, err, msg in (
+        (0.0, ValueError, "step must be a positive, finite number"),
+        (-1e-3, ValueError, "step must be a positive, finite number"),
+        (float("nan"), ValueError, "step must be a positive, finite number"),
+        ("0.1", TypeError, "step must be a positive real number"),
+    ):
+        with pytest.raises(err, match=f"check_grads: {msg}"):
+            cr.check_grads(jnp.sin, x, step=bad)
+        with pytest.raises(err, match=f"directional: {msg}"):
+            cr.fd.directional(jnp.sin, x[0], x[0], step=bad)
+    with pytest.raises(ValueError, match="check_jvp: seed must be a non-negative int, found -1"):
+        cr.check_jvp(jnp.sin, x, seed=-1)
+    with pytest.raises(TypeError, match="check_vjp: key must be a single jax.random key"):
+        cr.check_vjp(jnp.sin, x, key=3)
+    for order in (True, 1.0, 3):
+        with pytest.raises(ValueError, match="check_grads: order must be 1 or 2"):
+            cr.check_grads(jnp.sin, x, order=order)
+    with pytest.raises(TypeError, match="check_hvp: has_aux must be True or False"):
+        cr.check_hvp(lambda z: jnp.sum(z**2), x, has_aux=1)
+    with pytest.raises(TypeError, match="has_aux=True needs f to return a pair"):
+        cr.check_grads(lambda z: jnp.sum(z**2), x, has_aux=True)
+    rep = cr.check_grads(lambda z: (jnp.sum(z**2), {"aux": z}), x, has_aux=True)
+    assert rep.passed, rep.summary()
+
+
+def test_a_non_deterministic_f_is_diagnosed_as_such():
+    # NumPy noise drawn while tracing: each trace of f is another function
+    f = lambda z: jnp.sum(jnp.sin(z)) + float(np.random.default_rng().normal())
+    rep = cr.check_grads(f, (jnp.linspace(0.0, 1.0, 4),))
+    assert not rep.passed
+    assert rep["determinism"].status == "failed", rep.summary()
+    assert "f is not deterministic" in rep.summary()
+    assert rep.results[0].name == "determinism"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_result_states_its_detection_floor(dtype):
+    x = (jnp.linspace(-1.0, 1.0, 8, dtype=dtype),)
+    f = lambda z: jnp.sum(jnp.tanh(z) ** 2)
+    rep = cr.check_grads(f, x, order=2)
+    assert rep.passed
+    for r in rep.results:
+        assert r.floor is not None and 0 < r.floor < 1e-3, r
+    assert "would catch errors above" in rep.summary() and "WEAK" not in rep.summary()
+    # the Taylor test is far less sensitive (its floor is the remainder's curvature term)
+    t = cr.taylor_test(f, x)["taylor"]
+    assert t.passed and t.floor is not None and np.isfinite(t.floor)
+    # a check whose floor is above a few percent is flagged whatever its verdict
+    from chainrule.check import CheckResult
+
+    weak = CheckResult("jvp", "passed", 0.1, 1.0, floor=0.2)
+    report = cr.CheckReport((weak,), "f", dtype)
+    assert report.passed and report.weak == (weak,)
+    assert "WEAK: jvp" in report.summary() and "20%" in report.summary()
+
+
+def _floor_detects(dtype, rel):
+    """A custom_jvp of tanh whose tangent is (1 + rel) x the right one."""
+
+    @jax.custom_jvp
+    def t(x):
+        return jnp.tanh(x)
+
+    t.defjvp(lambda p, d: (t(p[0]), (1 + rel) * (1 - jnp.tanh(p[0]) ** 2) * d[0]))
+    x = (jnp.linspace(-1.0, 1.0, 16, dtype=dtype),)
+    return cr.check_jvp(lambda z: t(z), x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_floor_is_the_size_of_error_that_is_caught(dtype):
+    floor = _floor_detects(dtype, 0.0)["jvp"].floor
+    assert not _floor_detects(dtype, 4 * floor).passed
+    assert _floor_detects(dtype, floor / 4).passed

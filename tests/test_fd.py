@@ -248,3 +248,22 @@ def test_richardson_error_estimate_sees_cancellation_noise(dtype):
         est, err = fd.directional(lambda w: jnp.sum(w**3 / 3), w, v)
         exact = float(np.sum(w64**2 * np.asarray(v, np.float64)))
         assert abs(float(est) - exact) <= 10 * float(err), (seed, float(est), exact, float(err))
+
+
+def test_fd_sees_f_as_it_is_at_each_call():
+    # a global, a closure's dict and a NumPy array changed in place between two calls
+    w = np.ones(3)
+    state = {"k": 1.0}
+    f = lambda x: state["k"] * jnp.sum(jnp.asarray(w) * jnp.sin(x))
+    x = jnp.linspace(0.1, 0.9, 3)
+    v = jnp.ones(3)
+    d1, _ = fd.directional(f, x, v)
+    g1, _ = fd.gradient(f, x)
+    state["k"] = 2.0
+    w[:] = 3.0
+    d2, _ = fd.directional(f, x, v)
+    g2, _ = fd.gradient(f, x)
+    np.testing.assert_allclose(float(d2), 6 * float(d1), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(g2), 6 * np.asarray(g1), rtol=1e-5)
+    J, _ = fd.jacobian(lambda x: state["k"] * x, x)
+    np.testing.assert_allclose(np.asarray(J), 2 * np.eye(3), atol=1e-5)
