@@ -34,6 +34,7 @@ SUITES: dict[str, str] = {
     "check": "chainrule.bench.check",
     "norm": "chainrule.bench.norm",
     "init": "chainrule.bench.init",
+    "curvature": "chainrule.bench.curvature",
 }
 
 
