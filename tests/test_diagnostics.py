@@ -221,3 +221,47 @@ def test_import_is_light():
     code = "import sys, chainrule; print('matplotlib' in sys.modules, 'optax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == "False"
+
+
+# ----------------------------------------------------------------------------- layer curvature
+
+
+def _layer_problem():
+    import chainrule as cr
+
+    key = jax.random.PRNGKey(0)
+    params = cr.nets.mlp_init(key, [3, 5, 2], dtype=jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(1), (12, 3), jnp.float64)
+    y = jnp.sin(x[:, :2])
+
+    def loss(p, batch):
+        return jnp.mean((cr.nets.mlp_apply(p, batch[0], "tanh") - batch[1]) ** 2)
+
+    return params, [(x, y)], loss
+
+
+def test_layer_sharpness_and_trace_match_dense_blocks():
+    from jax.flatten_util import ravel_pytree
+
+    import chainrule as cr
+
+    params, batches, loss = _layer_problem()
+    sharp = cr.diagnostics.layer_sharpness(loss, params, batches)
+    traces = cr.diagnostics.layer_trace(
+        loss, params, batches, key=jax.random.PRNGKey(2), num_matvecs=60
+    )
+    assert list(sharp) == list(traces) == ["params[0]", "params[1]"]
+    for i, path in enumerate(sharp):
+        flat, unravel = ravel_pytree(params[i])
+
+        def block(f, i=i, unravel=unravel):
+            p = list(params)
+            p[i] = unravel(f)
+            return loss(p, batches[0])
+
+        H = np.asarray(jax.hessian(block)(flat))
+        np.testing.assert_allclose(sharp[path], np.linalg.eigvalsh(H)[-1], rtol=1e-8)
+        value, se = traces[path]
+        assert abs(value - np.trace(H)) <= 3 * se + 1e-12
+    with pytest.raises(TypeError, match="list/tuple of per-layer pytrees"):
+        cr.diagnostics.layer_sharpness(lambda w: jnp.sum(w**2), jnp.ones(3))

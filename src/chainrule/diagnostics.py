@@ -31,6 +31,10 @@ matrix-vector products (randomized SVD on ``cr.linearize`` and ``cr.vjp``: never
 for larger ones. Dynamical isometry (Saxe et al. 2014; Pennington et al. 2017) means all singular
 values near 1: the mean of ``s^2`` near 1 and its spread ``std(s^2) / mean(s^2)`` small.
 
+:func:`layer_sharpness` and :func:`layer_trace` give the curvature of each layer's own block of
+the loss's Hessian (the layer's parameters moved, the others fixed): its top eigenvalue by
+Lanczos and its trace by Hutchinson, through ``chainrule.curvature`` restricted with ``wrt``.
+
 Plot helpers import matplotlib inside the call and build a ``matplotlib.figure.Figure`` without
 pyplot (no global backend state, PNG via the Agg canvas).
 """
@@ -62,6 +66,8 @@ __all__ = [
     "plot_grad_norms",
     "plot_activation_variance",
     "plot_singular_values",
+    "layer_sharpness",
+    "layer_trace",
 ]
 
 #: Default verdict threshold: a drift of more than this factor (either way) is unhealthy.
@@ -619,3 +625,117 @@ def plot_singular_values(
     if isinstance(spectra, Mapping):
         ax.legend()
     return _finish(fig, path)
+
+
+# ----------------------------------------------------------------------------- layer curvature
+
+
+def _layer_prefixes(params: Any) -> list[tuple[str, Any]]:
+    """``("[0]", layer)``, ... for a list/tuple of layers; ``("['name']", layer)`` for a dict."""
+    if isinstance(params, Mapping):
+        return [(jax.tree_util.keystr((jax.tree_util.DictKey(k),)), v) for k, v in params.items()]
+    if isinstance(params, (list, tuple)):
+        return [(f"[{i}]", v) for i, v in enumerate(params)]
+    raise TypeError(
+        f"layer curvature needs params as a list/tuple of per-layer pytrees or a dict of them; "
+        f"found {type(params).__name__}."
+    )
+
+
+def _layer_ops(loss: Callable, params: Any, batches: Sequence[Any] | None, mode: str):
+    from chainrule import curvature
+
+    for pre, layer in _layer_prefixes(params):
+        if not jax.tree_util.tree_leaves(layer):
+            continue  # a layer without parameters (e.g. an activation) has no block
+        yield "params" + pre, curvature.hessian(loss, params, batches, wrt=pre, mode=mode)
+
+
+def layer_sharpness(
+    loss: Callable,
+    params: Any,
+    batches: Sequence[Any] | None = None,
+    *,
+    which: str = "largest",
+    tol: float | None = None,
+    mode: str = "fwd-over-rev",
+) -> dict[str, float]:
+    """Each layer's sharpness: the top eigenvalue of its diagonal block of the loss's Hessian.
+
+    Args:
+      loss: ``loss(params, batch) -> scalar`` (``loss(params)`` without ``batches``).
+      params: a list/tuple of per-layer pytrees, or a dict of them (the top level are layers).
+      batches: a list of batches (the full-dataset Hessian, see ``cr.curvature.hessian``).
+      which: ``"largest"`` (sharpness), ``"smallest"`` (most negative curvature) or
+        ``"largest_magnitude"``.
+      tol: Lanczos residual tolerance (``cr.curvature.eigsh``'s default).
+      mode: the HVP mode.
+
+    Returns:
+      ``{"params[0]": lambda, ...}`` per layer with parameters. Cost: one Lanczos run per
+      layer, typically 20-40 HVPs of the whole loss each (an HVP restricted to a layer costs a
+      full forward-over-reverse pass).
+
+    Raises:
+      TypeError: ``params`` is not a list/tuple/dict of layers; as ``cr.curvature.hessian``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import chainrule as cr
+      >>> f = lambda p: jnp.sum(p[0]["w"] ** 2) + 3 * jnp.sum(p[1]["w"] ** 2)
+      >>> s = cr.diagnostics.layer_sharpness(f, [{"w": jnp.ones(2)}, {"w": jnp.ones(3)}])
+      >>> {k: round(v, 4) for k, v in s.items()}
+      {'params[0]': 2.0, 'params[1]': 6.0}
+    """
+    from chainrule import curvature
+
+    return {
+        path: float(curvature.eigsh(op, k=1, which=which, tol=tol).eigenvalues[0])
+        for path, op in _layer_ops(loss, params, batches, mode)
+    }
+
+
+def layer_trace(
+    loss: Callable,
+    params: Any,
+    batches: Sequence[Any] | None = None,
+    *,
+    key: jax.Array,
+    num_matvecs: int = 100,
+    mode: str = "fwd-over-rev",
+) -> dict[str, tuple[float, float]]:
+    """Each layer's Hessian trace (the trace of its diagonal block), with a standard error.
+
+    Hutchinson's estimator with Rademacher probes (``cr.curvature.trace``); the traces of the
+    blocks sum to the trace of the whole Hessian.
+
+    Args:
+      loss: ``loss(params, batch) -> scalar`` (``loss(params)`` without ``batches``).
+      params: a list/tuple of per-layer pytrees, or a dict of them.
+      batches: a list of batches, or None.
+      key: PRNG key (folded with the layer index).
+      num_matvecs: probes per layer.
+      mode: the HVP mode.
+
+    Returns:
+      ``{"params[0]": (trace, stderr), ...}``. Cost: ``num_matvecs`` HVPs per layer.
+
+    Raises:
+      TypeError: ``params`` is not a list/tuple/dict of layers; as ``cr.curvature.hessian``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import chainrule as cr
+      >>> f = lambda p: jnp.sum(p["a"] ** 2) + 3 * jnp.sum(p["b"] ** 2)
+      >>> t = cr.diagnostics.layer_trace(f, {"a": jnp.ones(2), "b": jnp.ones(3)},
+      ...                                key=jax.random.PRNGKey(0), num_matvecs=4)
+      >>> {k: float(v[0]) for k, v in t.items()}
+      {"params['a']": 4.0, "params['b']": 18.0}
+    """
+    from chainrule import curvature
+
+    out = {}
+    for i, (path, op) in enumerate(_layer_ops(loss, params, batches, mode)):
+        est = curvature.trace(op, jax.random.fold_in(key, i), num_matvecs)
+        out[path] = (float(est.value), float(est.stderr))
+    return out
