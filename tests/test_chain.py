@@ -176,13 +176,14 @@ def all_modes(fs, modes, ref=jax.jacfwd, **kw):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(case=chains)
 def test_every_plan_matches_jacfwd_and_jacrev(dtype, case):
     widths, reprs, pick, chunk = case
     fs, x = make_chain(widths, reprs, jnp.dtype(dtype))
     plans = all_plans(0, len(fs))
-    modes = ("optimal", "fwd", "rev", plans[pick % len(plans)])
+    # the pure modes and the references alternate between cases (one compile per case)
+    modes = ("optimal", ("fwd", "rev")[pick // 2 % 2], plans[pick % len(plans)])
     ref = (jax.jacfwd, jax.jacrev)[pick % 2]
     want, jacs = all_modes(fs, modes, ref=ref, chunk_size=chunk)(x)
     for jac in jacs:
@@ -220,7 +221,7 @@ def test_mlp_layers_of_nets(dtype):
     assert plan.widths == (18, 36, 6, 36, 18)
     assert plan.bracketing == "fwd[2:4] @ rev[0:2]"  # split at the batch x 2 bottleneck
     assert plan.predicted_flops < min(plan.predicted("fwd"), plan.predicted("rev"))
-    chain_ref, jacs = all_modes(fs, ("optimal", "fwd", "rev", plan))(x)
+    chain_ref, jacs = all_modes(fs, ("rev", plan))(x)  # plan: what "optimal" runs
     for jac in [chain_ref, *jacs]:
         assert_tree_close(jac, ref, dtype)
 
@@ -243,10 +244,11 @@ def test_transformer_blocks_as_layers(dtype):
     # jax.nn.dot_product_attention's own jacfwd and jacrev differ by ~2e-7 in float64 (jax
     # 0.10.2, CPU; jit and eager by ~1e-8): the plans are held to what JAX's modes agree to
     tol = dict(rtol=1e-5, atol=1e-6)
-    whole = functools.partial(nets.transformer_apply, params, wiring="post", n_heads=2)
-    ref = jax.jacrev(whole)(x)
-    chain_ref, jacs = all_modes(fs, ("optimal", "fwd", "rev", (("rev", 0, 2), ("fwd", 2, 3))))(x)
-    for jac in [chain_ref, *jacs]:
+    whole = nets.transformer_apply(params, x, "post", n_heads=2)
+    np.testing.assert_allclose(compose(fs)(x), whole, rtol=1e-12)
+    modes = ("optimal", (("rev", 0, 2), ("fwd", 2, 3)))
+    ref, jacs = all_modes(fs, modes, ref=jax.jacrev, cost="jaxpr")(x)
+    for jac in jacs:
         assert jac.shape == ref.shape == (3, 4, 3, 4) and jac.dtype == dt
         np.testing.assert_allclose(jac, ref, **tol)
 
@@ -294,10 +296,10 @@ def test_results_follow_the_layers_as_they_are_at_each_call():
     np.testing.assert_allclose(jac_fn(x), 9.0 * first, rtol=1e-6)
 
 
-@pytest.mark.parametrize("chunk", [1, 3])
-def test_chunked_plans_agree(chunk):
+def test_chunked_plans_agree():
+    # 3 does not divide the widths 8: full chunks and a remainder (hypothesis draws 1 and 2)
     fs, x = bottleneck()
-    ref, jacs = all_modes(fs, ("optimal", "fwd", "rev"), chunk_size=chunk)(x)
+    ref, jacs = all_modes(fs, ("optimal",), chunk_size=3)(x)  # a fwd and a rev segment
     for jac in jacs:
         assert_tree_close(jac, ref, "float32")
 
@@ -329,7 +331,8 @@ def test_plan_prints_bracketing_candidates_and_why():
 def test_a_plan_runs_as_a_mode_and_checks_its_widths():
     fs, x = bottleneck()
     plan = cr.chain_jacobian_plan(fs, x)
-    assert_tree_close(cr.chain_jacobian(fs, plan)(x), jax.jacfwd(compose(fs))(x), "float32")
+    ref, (jac,) = all_modes(fs, (plan,))(x)
+    assert_tree_close(jac, ref, "float32")
     with pytest.raises(ValueError, match=r"widths \(8, 8, 2, 8, 8\).*widths \(9, 8, 2, 8, 8\)"):
         cr.chain_jacobian([lambda h: h[:8]] + fs[1:], plan)(jnp.ones(9))
 

@@ -11,10 +11,12 @@ measured time. Targets: ``chain optimal`` within 1.1x of the best measured conte
 shape, and at least 10x faster than ``auto`` on the bottleneck.
 
 Row fields (those of :mod:`chainrule.bench.ad`): ``suite, name ("chain <shape>"), impl, size
-(the widths), ms, min_ms, first_call_ms, reps, ratio`` (``ms`` over the best measured
-contender's), ``vs``, ``predicted_flops``, ``predicted_ratio`` (the same ratio, predicted),
-``plan`` (the bracketing), and on the optimal row ``x_auto`` (auto's time over optimal's),
-``target``, ``meets_target``.
+(the widths), ms, min_ms, first_call_ms, reps, ratio`` (``ms`` over the median of the best
+measured contender, ``vs``), ``ratio_paired`` (the median over repetitions of the per-repetition
+ratio to ``vs``: on a shared machine a burst of load hits one repetition of both, so this is the
+one the target is judged on), ``ratio_min`` (``min_ms`` over ``vs``'s), ``predicted_flops``,
+``predicted_ratio`` (the ratio the cost model predicts), ``plan`` (the bracketing), and on the
+optimal row ``x_auto`` (auto's median over optimal's), ``target``, ``meets_target``.
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ def chain_rows(size: str, reps: int, warmup: int) -> list[dict[str, Any]]:
         stats = measure_chain(widths, reps, warmup)
         best = min(CONTENDERS, key=lambda c: stats[c]["median_ms"])
         best_ms, best_pred = stats[best]["median_ms"], stats[best]["predicted_flops"]
+        best_times = np.asarray(stats[best]["times_ms"])
         label = "-".join(map(str, widths)) + " f32"
         for name in CONTENDERS:
             st = stats[name]
@@ -184,6 +187,8 @@ def chain_rows(size: str, reps: int, warmup: int) -> list[dict[str, Any]]:
                 "first_call_ms": st["first_call_ms"],
                 "reps": len(st["times_ms"]),
                 "ratio": st["median_ms"] / best_ms,
+                "ratio_paired": float(np.median(np.asarray(st["times_ms"]) / best_times)),
+                "ratio_min": st["min_ms"] / stats[best]["min_ms"],
                 "vs": f"best measured ({best})",
                 "predicted_flops": float(st["predicted_flops"]),
                 "predicted_ratio": float(st["predicted_flops"]) / float(best_pred),
@@ -193,14 +198,17 @@ def chain_rows(size: str, reps: int, warmup: int) -> list[dict[str, Any]]:
             if name == "chain optimal":
                 x_auto = stats["auto"]["median_ms"] / st["median_ms"]
                 row["x_auto"] = x_auto
-                targets = [f"ratio<={OPTIMAL_TARGET}"]
-                met = [row["ratio"] <= OPTIMAL_TARGET]
+                targets = [f"ratio_paired<={OPTIMAL_TARGET}"]
+                met = [row["ratio_paired"] <= OPTIMAL_TARGET]
                 if shape == "bottleneck":
                     targets.append(f"x_auto>={BOTTLENECK_TARGET:g}")
                     met.append(x_auto >= BOTTLENECK_TARGET)
                 row["target"] = " and ".join(targets)
                 row["meets_target"] = all(met)
-                row["note"] = f"plan {st['plan']}; auto / optimal = {x_auto:.2f}"
+                row["note"] = (
+                    f"plan {st['plan']}; auto / optimal = {x_auto:.2f}; paired ratio "
+                    f"{row['ratio_paired']:.3f}, of minima {row['ratio_min']:.3f}"
+                )
             else:
                 row["note"] = f"plan {st['plan']}"
             rows.append(row)
