@@ -19,6 +19,8 @@ from chainrule import normalization as norm
 from chainrule import normalization as normalization
 from chainrule._deepnorm import DeepNormConstants as DeepNormConstants
 from chainrule._deepnorm import deepnorm_constants as deepnorm_constants
+from chainrule._jit import cache_info as cache_info
+from chainrule._jit import clear_cache as clear_caches
 from chainrule.ad import HVP_MODES as HVP_MODES
 from chainrule.ad import JACOBIAN_MODES as JACOBIAN_MODES
 from chainrule.ad import LinearFunction as LinearFunction
@@ -50,6 +52,8 @@ __all__ = [
     "LinearFunction",
     "ad",
     "curvature",
+    "cache_info",
+    "clear_caches",
     "diagnostics",
     "graph",
     "nets",

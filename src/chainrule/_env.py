@@ -6,10 +6,10 @@ that names the variable, the value found and what is expected.
 
 | variable | meaning | default |
 |---|---|---|
-| ``CHAINRULE_CHECK_O0`` | ``0``: compile gradient-check programs with XLA's default options | ``1`` |
+| ``CHAINRULE_CHECK_O0`` | ``0``: gradient-check programs get XLA's default options | ``1`` |
 | ``CHAINRULE_CHECK_XLA_OPTIONS`` | a JSON object of XLA options merged over the check's | none |
 | ``CHAINRULE_BENCH_QUICK`` | ``1``: ``chainrule bench`` runs its quick sizes | ``0`` |
-| ``CHAINRULE_BENCH_SIZE`` | ``auto``, ``cpu``, ``gpu`` or ``quick``: the ad suite's sizes | ``auto`` |
+| ``CHAINRULE_BENCH_SIZE`` | ``auto``, ``cpu``, ``gpu``, ``quick``: ad suite sizes | ``auto`` |
 | ``CHAINRULE_EXPERIMENTS`` | experiment folders searched first (``os.pathsep``-separated) | none |
 | ``CHAINRULE_JIT_CACHE_SIZE`` | programs kept by the AD core's compiled-program cache | ``256`` |
 """

@@ -21,6 +21,8 @@ from typing import Any
 
 import jax
 
+from chainrule._tree import check_choice
+
 __all__ = ["HVP_MODES", "HVP_RULES", "hvp_rule"]
 
 PyTree = Any
@@ -66,9 +68,7 @@ def hvp_rule(mode: str) -> HvpRule:
       >>> hvp_rule("rev-over-rev")(lambda x: jnp.sum(x ** 3), jnp.ones(2), jnp.ones(2)).tolist()
       [6.0, 6.0]
     """
-    try:
+    if isinstance(mode, str) and mode in HVP_RULES:
         return HVP_RULES[mode]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"Unknown HVP mode {mode!r}: expected one of {', '.join(map(repr, HVP_MODES))}."
-        ) from None
+    check_choice(mode, HVP_MODES, "hvp mode")  # raises, with the valid modes and a guess
+    raise AssertionError("unreachable")

@@ -14,6 +14,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src import traceback_util
+
+# Validation errors point at the user's call, not at these frames.
+traceback_util.register_exclusion(__file__)
 
 PyTree = Any
 
@@ -144,6 +148,16 @@ def check_differentiable(
 def check_scalar_output(out: Any, what: str, fun: Any) -> None:
     """Raise ``TypeError`` unless ``out`` is a real scalar (a shape-() array)."""
     name = getattr(fun, "__name__", repr(fun))
+    if isinstance(out, (dict, list, tuple)) or (
+        not hasattr(out, "shape") and not isinstance(out, (int, float, complex))
+    ):
+        n = len(jax.tree_util.tree_leaves(out))
+        raise TypeError(
+            f"{what} needs a function with one scalar output; {name} returned a "
+            f"{type(out).__name__} ({jax.tree_util.tree_structure(out)}, {n} leaves). Return "
+            f"the scalar itself (e.g. a sum, or out['loss']), or use has_aux=True to return "
+            f"(scalar, aux)."
+        )
     leaves = jax.tree_util.tree_leaves(out)
     # a Python number is a scalar too (e.g. a constant loss `lambda p: 0.0`), as for jax.grad
     if len(leaves) != 1 or not (

@@ -1,22 +1,31 @@
 """Forward, reverse and mixed-mode differentiation: the AD core.
 
-Every transform here is JAX's own (``jax.jvp``, ``jax.vjp``, ``jax.jacfwd`` ...) run under one
-module-level ``jax.jit`` whose static argument is the user's function. Two consequences:
+Every transform here returns, at every call, what the JAX composition it wraps (``jax.jvp``,
+``jax.vjp``, ``jax.grad``, ``jax.jacfwd`` ...) returns for the function **as it is at that
+call**: a function that reads a global, a mutable container, an object attribute or a NumPy
+array changed in place is read afresh every time, as by JAX's own eager transforms.
 
-* A transform compiles once per (function, shape/dtype signature) and re-uses the executable on
-  later calls: nothing re-traces, and there is no per-call cost beyond JAX's own dispatch.
-* Input validation runs while tracing, i.e. once per signature. It names the pytree path of a
-  bad leaf (``primals[0]['layers'][3]['w']``), what was expected and what was found.
+How it is fast without going stale (``chainrule._jit``): each call traces the composition to a
+jaxpr (what JAX's eager transforms also do, op by op), fingerprints the traced program and runs
+a compiled executable when that exact program was seen before. Arrays the function closes over
+(the batch in ``lambda p: loss(p, x)``) are arguments of the program, not part of it, so a fresh
+closure over a new batch reuses the executable, and nothing holds the closure afterwards. No
+module-level structure holds a user's function; the bounded program cache is emptied by
+:func:`chainrule.clear_caches`. Inside the user's ``jax.jit`` / ``jax.vmap`` a transform is the
+plain JAX composition, traced once by the outer transform.
+
+Input validation runs on every call, before or while tracing. It names the pytree path of a bad
+leaf (``params['layers'][3]['w']``), what was expected and what was found, and how to fix it;
+tracebacks skip chainrule's own frames (as JAX's and equinox's do), so they end at the user's
+line.
 
 Costs are stated in passes of ``f``: a forward-mode pass (JVP) or a reverse-mode pass (VJP) each
 cost a small constant (~2-3x) times one evaluation of ``f``; a reverse pass also stores the
 residuals of the forward pass. For ``f: R^N -> R^M`` a full Jacobian costs N forward passes or M
 reverse passes; a Hessian-vector product costs one forward-over-reverse pass (~4-5x ``f``).
 
-Functions given to these transforms must be hashable (plain functions, ``functools.partial``,
-bound methods all are). An unhashable callable still works but is traced on every call.
-Non-array leaves among non-differentiated arguments (Python numbers, strings, ``None``) are
-treated as static, as ``equinox.filter_jit`` does: a new value means a new trace.
+Non-differentiated arguments reach the function as given (a Python number stays a Python
+number, a NumPy array a NumPy array), as with ``jax.grad``; differentiated ones become arrays.
 """
 
 from __future__ import annotations
@@ -28,23 +37,30 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src import traceback_util
 from jax.flatten_util import ravel_pytree
 
+from chainrule import _jit
+from chainrule._rules import HVP_MODES, hvp_rule
 from chainrule._tree import (
     check_choice,
     check_differentiable,
     check_same_shapes_dtypes,
     check_same_structure,
     check_scalar_output,
-    is_hashable,
     map_chunked,
 )
+
+# Errors raised in here point at the user's call, not at chainrule's frames.
+traceback_util.register_exclusion(__file__)
+_api_boundary = traceback_util.api_boundary
 
 PyTree = Any
 
 __all__ = [
     "JACOBIAN_MODES",
     "HVP_MODES",
+    "LinearFunction",
     "jvp",
     "vjp",
     "grad",
@@ -57,83 +73,47 @@ __all__ = [
 ]
 
 JACOBIAN_MODES = ("auto", "fwd", "rev")
-HVP_MODES = ("fwd-over-rev", "rev-over-rev", "rev-over-fwd")
 
 
 # --------------------------------------------------------------------------------------------
-# Dispatch: one jit per transform, the user's function a static argument.
+# Arguments: differentiated ones become arrays, the rest reach the function as given.
 # --------------------------------------------------------------------------------------------
 
-
-def _compiled(impl: Callable, static_argnums: tuple[int, ...]) -> Callable:
-    """``impl(fun, *args)`` under one cached ``jax.jit``; argument 0 (``fun``) is static.
-
-    An unhashable ``fun`` cannot key the cache: it gets a fresh jit, traced on every call.
-    """
-    jitted = jax.jit(impl, static_argnums=(0, *static_argnums))
-    tail = tuple(i - 1 for i in static_argnums)
-
-    def call(fun: Callable, *args: Any) -> Any:
-        if is_hashable(fun):
-            return jitted(fun, *args)
-        return jax.jit(functools.partial(impl, fun), static_argnums=tail)(*args)
-
-    call.jitted = jitted  # type: ignore[attr-defined]
-    return call
+_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, int, float, complex)
 
 
-def _is_array(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+def _check_bool(value: Any, name: str, what: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what}: {name} must be True or False, found {value!r}.")
 
 
-def _as_arrays(tree: PyTree) -> PyTree:
-    """``jax.tree.map(jnp.asarray, tree)``, minus its cost where the leaves already are arrays.
+def _as_arrays(tree: PyTree, name: str, what: str) -> PyTree:
+    """The leaves of a differentiated argument as arrays; a leaf that is no array is an error.
 
-    ``jnp.asarray`` returns a ``jax.Array`` (or tracer) unchanged, but costs ~8 us a leaf in
-    Python; on a many-leaf parameter tree that was the wrappers' largest per-call overhead over
-    raw JAX (``chainrule bench ad``). Leaves that are not ``jax.Array`` still go through it.
+    ``jnp.asarray`` returns a ``jax.Array`` unchanged but costs ~8 us a leaf in Python: leaves
+    that already are arrays skip it.
     """
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     if all(isinstance(x, jax.Array) for x in leaves):
         return tree
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not isinstance(leaf, _ARRAY_TYPES) or isinstance(leaf, (str, bytes)):
+            raise TypeError(
+                f"{what}: {name}{jax.tree_util.keystr(path)} is a {type(leaf).__name__} "
+                f"({_short_repr(leaf)}), not an array: only arrays can be differentiated. Split "
+                f"the model into its arrays and the rest and differentiate the arrays only, "
+                f"e.g. `params, static = equinox.partition(model, equinox.is_inexact_array)` "
+                f"and `lambda p: loss(equinox.combine(p, static))`, or "
+                f"`graphdef, params = flax.nnx.split(model)` and "
+                f"`lambda p: loss(flax.nnx.merge(graphdef, p))`; or pass the value as a "
+                f"non-differentiated argument (argnums)."
+            )
     return treedef.unflatten([x if isinstance(x, jax.Array) else jnp.asarray(x) for x in leaves])
 
 
-class _Static:
-    """Hashable holder of the non-array leaves of a pytree (they become jit-static)."""
-
-    __slots__ = ("treedef", "leaves", "mask", "_hash")
-
-    def __init__(self, treedef: Any, leaves: tuple, mask: tuple[bool, ...]):
-        self.treedef, self.leaves, self.mask = treedef, leaves, mask
-        # jit hashes and compares its static arguments on every call: do the work once
-        self._hash = hash(self._key())
-
-    def _key(self) -> tuple:
-        return (self.treedef, self.leaves, self.mask)
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if self is other:
-            return True
-        return (
-            isinstance(other, _Static) and self._hash == other._hash and self._key() == other._key()
-        )
-
-
-def _partition(tree: PyTree) -> tuple[list, _Static]:
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    mask = tuple(_is_array(leaf) for leaf in leaves)
-    dynamic = [leaf if m else None for leaf, m in zip(leaves, mask, strict=True)]
-    static = tuple(None if m else leaf for leaf, m in zip(leaves, mask, strict=True))
-    return dynamic, _Static(treedef, static, mask)
-
-
-def _combine(dynamic: list, static: _Static) -> PyTree:
-    leaves = [d if m else s for d, s, m in zip(dynamic, static.leaves, static.mask, strict=True)]
-    return static.treedef.unflatten(leaves)
+def _short_repr(x: Any) -> str:
+    r = repr(x)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def _canonical_argnums(argnums: Any, what: str) -> int | tuple[int, ...]:
@@ -183,92 +163,19 @@ def _normalize_argnums(argnums: int | Sequence[int], nargs: int, what: str) -> t
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _all_differentiated_static(nargs: int) -> _Static:
-    return _partition(((None,) * nargs, {}))[1]
+def _bind(fun: Callable, args: tuple, kwargs: dict, argnums: tuple[int, ...]) -> Callable:
+    """``d -> fun(*args with args[argnums] = d, **kwargs)``: non-differentiated arguments are
+    closed over, so they reach ``fun`` exactly as the caller gave them (as in ``jax.grad``);
+    the arrays among them become arguments of the compiled program, not constants in it."""
 
+    def bound(*diff):
+        full = list(args)
+        for i, d in zip(argnums, diff, strict=True):
+            full[i] = d
+        return fun(*full, **kwargs)
 
-def _split_args(args: tuple, kwargs: dict, argnums: tuple[int, ...]) -> tuple[tuple, tuple, Any]:
-    """Differentiated args become arrays; the rest is partitioned into arrays and statics."""
-    diff = tuple(_as_arrays(args[i]) for i in argnums)
-    if not kwargs and len(argnums) == len(args):
-        # Every argument differentiated (the common `grad(loss)(params)`): nothing to
-        # partition, and a cached _Static keeps jit's static-argument comparison cheap.
-        return diff, (), _all_differentiated_static(len(args))
-    rest = tuple(None if i in argnums else a for i, a in enumerate(args))
-    dynamic, static = _partition((rest, kwargs))
-    return diff, tuple(dynamic), static
-
-
-@functools.lru_cache(maxsize=256)
-def _fast_jit(impl: Callable, fun: Callable, head: tuple, nargs: int) -> Callable:
-    # Shared by every transform object made from the same (impl, fun, options): compiled once
-    # per function and shape signature, however often grad(f) is rebuilt.
-    static = _all_differentiated_static(nargs)
-    return jax.jit(lambda *diff: impl(fun, *head, diff, (), static))
-
-
-class _FastCalls:
-    """The fast path of a transform built once (``grad(f)``, ``jacobian(f)``, ...).
-
-    When every positional argument is differentiated, in order, no keyword is given and every
-    leaf already is a ``jax.Array`` (or tracer) — ``grad(loss)(params)`` — there is nothing to
-    partition: the call goes straight to one cached ``jax.jit`` with everything else bound, so
-    jit's C++ dispatch is nearly the only per-call cost, as for the raw JAX composition.
-    Anything else (and an unhashable ``fun``) takes the general path. Validation still
-    happens, at trace time, inside ``impl``.
-    """
-
-    __slots__ = ("impl", "fun", "head", "argnums", "hashable", "last")
-
-    def __init__(self, impl: Callable, fun: Callable, head: Callable, argnums: int | tuple):
-        # head(key) -> the static arguments of impl between fun and diff, for argnums key
-        self.impl, self.fun, self.argnums = impl, fun, argnums
-        key = 0 if isinstance(argnums, int) else argnums
-        self.head = head(key)
-        self.hashable = is_hashable(fun)
-        self.last: tuple[int, Callable] | None = None
-
-    def applies(self, args: tuple, kwargs: dict) -> bool:
-        if kwargs or not self.hashable:
-            return False
-        n = len(args)
-        if isinstance(self.argnums, int):
-            if n != 1 or self.argnums != 0:
-                return False
-        elif self.argnums != tuple(range(n)):
-            return False
-        return all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(args))
-
-    def __call__(self, args: tuple) -> Any:
-        n = len(args)
-        last = self.last
-        if last is None or last[0] != n:
-            last = self.last = (n, _fast_jit(self.impl, self.fun, self.head, n))
-        return last[1](*args)
-
-
-@functools.lru_cache(maxsize=256)
-def _bound_jit(impl: Callable, fun: Callable, statics: tuple) -> Callable:
-    # jvp/vjp/linearize/hvp take fun per call: with fun and the options bound, jit's C++
-    # dispatch hashes no static arguments, as for the raw composition jit(lambda: jvp(f, ...))
-    return jax.jit(lambda *dyn: impl(fun, *dyn, *statics))
-
-
-def _fast_call(fun: Callable, trees: tuple) -> bool:
-    """The per-call fast path applies: a hashable ``fun`` and only ``jax.Array`` leaves (the
-    general path converts other leaves and keys its jit on ``fun`` as a static argument)."""
-    return is_hashable(fun) and all(
-        isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(trees)
-    )
-
-
-def _rebuild(diff: tuple, dynamic: tuple, static: _Static, argnums: tuple[int, ...]):
-    rest, kwargs = _combine(list(dynamic), static)
-    args = list(rest)
-    for i, d in zip(argnums, diff, strict=True):
-        args[i] = d
-    return tuple(args), kwargs
+    bound.__name__ = getattr(fun, "__name__", type(fun).__name__)  # for error messages
+    return bound
 
 
 def _arg_names(fun: Callable, argnums: tuple[int, ...]) -> list[str]:
@@ -286,13 +193,6 @@ def _arg_names(fun: Callable, argnums: tuple[int, ...]) -> list[str]:
     ]
 
 
-def _check_diff_args(
-    fun: Callable, diff: tuple, argnums: tuple[int, ...], allow_complex: bool = True
-) -> None:
-    for name, d in zip(_arg_names(fun, argnums), diff, strict=True):
-        check_differentiable(d, name, allow_complex=allow_complex)
-
-
 def _shape_struct(tree: PyTree) -> tuple:
     """A hashable (treedef, avals) description of a pytree, used as a static jit argument."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
@@ -304,10 +204,22 @@ def _unstruct(struct: tuple) -> PyTree:
     return treedef.unflatten(list(leaves))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
 def _apply_linear(fn: Any, args: tuple, expected: tuple, names: tuple[str, str]) -> Any:
     check_same_shapes_dtypes(_unstruct(expected), args, *names)
     return fn(*args)
+
+
+def _check_diff_args(
+    names: Callable, diff: tuple, nums: tuple[int, ...], allow_complex: bool = True
+) -> None:
+    try:
+        for i, d in zip(nums, diff, strict=True):
+            check_differentiable(d, f"args[{i}]", allow_complex=allow_complex)
+    except TypeError:
+        # the same check again, naming the parameter as the function's signature does
+        for name, d in zip(names(nums), diff, strict=True):
+            check_differentiable(d, name, allow_complex=allow_complex)
+        raise
 
 
 @jax.tree_util.register_pytree_node_class
@@ -315,20 +227,25 @@ class LinearFunction:
     """The linear map returned by :func:`vjp` (the pullback) and :func:`linearize` (the JVP).
 
     A pytree (its leaves are the residuals kept from the forward pass), so it can be passed
-    through ``jax.jit`` like JAX's own. Each call runs compiled and checks its argument against
-    the expected structure, shapes and dtypes (once per signature).
+    through ``jax.jit`` like JAX's own. Each call checks its argument against the expected
+    structure, shapes and dtypes and runs through the same program cache as the transforms.
     """
 
     def __init__(self, fn: Any, expected: tuple, names: tuple[str, str]):
         self.fn, self.expected, self.names = fn, expected, names
 
+    @_api_boundary
     def __call__(self, *args: Any) -> Any:
-        if len(args) != len(_unstruct(self.expected)):
+        n = len(_unstruct(self.expected))
+        if len(args) != n:
             raise TypeError(
-                f"This linear map takes {len(_unstruct(self.expected))} argument(s) "
-                f"({self.names[1]}), found {len(args)}."
+                f"This linear map takes {n} argument(s) ({self.names[1]}), found {len(args)}."
             )
-        return _apply_linear(self.fn, args, self.expected, self.names)
+        args = tuple(
+            _as_arrays(a, f"{self.names[1]}[{i}]", "linear map") for i, a in enumerate(args)
+        )
+        expected, names = self.expected, self.names
+        return _jit.call(lambda fn, a: _apply_linear(fn, a, expected, names), self.fn, args)
 
     def tree_flatten(self):
         return (self.fn,), (self.expected, self.names)
@@ -339,6 +256,56 @@ class LinearFunction:
 
     def __repr__(self) -> str:
         return f"LinearFunction({self.names[1]} -> ...)"
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+
+
+def _check_pair(out: Any, what: str, fun: Callable) -> None:
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        name = getattr(fun, "__name__", type(fun).__name__)
+        if isinstance(out, (tuple, list)):
+            found = f"a {type(out).__name__} of length {len(out)}"
+        elif hasattr(out, "shape") and hasattr(out, "dtype"):
+            found = f"a single array of shape {tuple(out.shape)}"  # not the tracer's type
+        else:
+            found = f"a {type(out).__name__}"
+
+        raise TypeError(
+            f"{what} with has_aux=True needs {name} to return a pair (output, aux); it returned "
+            f"{found}. Return `out, aux` (a 2-tuple), or drop has_aux=True."
+        )
+
+
+def _aux_checked(fun: Callable, has_aux: bool, what: str) -> Callable:
+    """``fun`` whose output is checked to be a pair (output, aux) when ``has_aux``."""
+    if not has_aux:
+        return fun
+
+    def wrapped(*args, **kwargs):
+        out = fun(*args, **kwargs)
+        _check_pair(out, what, fun)
+        return tuple(out)
+
+    return wrapped
+
+
+def _scalar_checked(fun: Callable, has_aux: bool, what: str, holomorphic: bool = False):
+    def wrapped(*args, **kwargs):
+        out = fun(*args, **kwargs)
+        if has_aux:
+            _check_pair(out, what, fun)
+            out = tuple(out)
+            value = out[0]
+        else:
+            value = out
+        if not holomorphic:
+            check_scalar_output(value, what, fun)
+        return out
+
+    return wrapped
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,18 +336,16 @@ def _check_jvp_inputs(primals: tuple, tangents: tuple) -> None:
     check_same_shapes_dtypes(primals, tangents, "primals", "tangents")
 
 
-def _jvp_impl(fun, primals, tangents, has_aux):
+def _jvp_impl(fun, has_aux, primals, tangents):
     _check_jvp_inputs(primals, tangents)
     return jax.jvp(_aux_checked(fun, has_aux, "jvp"), primals, tangents, has_aux=has_aux)
 
 
-_jvp_compiled = _compiled(_jvp_impl, static_argnums=(3,))
-
-
+@_api_boundary
 def jvp(fun: Callable, primals: Sequence[Any], tangents: Sequence[Any], has_aux: bool = False):
     """Forward mode: ``f(*primals)`` and its directional derivative ``J @ tangents``.
 
-    Same signature and results as ``jax.jvp``, compiled once per shape signature.
+    Same signature and results as ``jax.jvp`` at every call.
 
     Cost: one forward-mode pass (~2-3 evaluations of ``f``), memory like ``f`` itself:
     nothing is stored for later.
@@ -396,8 +361,9 @@ def jvp(fun: Callable, primals: Sequence[Any], tangents: Sequence[Any], has_aux:
       ``(primals_out, tangents_out)``, or ``(primals_out, tangents_out, aux)``.
 
     Raises:
-      TypeError: ``primals``/``tangents`` are not tuples/lists, a dtype mismatch (naming the
-        path), or an integer primal without a float0 tangent.
+      TypeError: ``primals``/``tangents`` are not tuples/lists, a non-array leaf, a dtype
+        mismatch (naming the path), an integer primal without a float0 tangent, or
+        ``has_aux=True`` and ``fun`` does not return a pair.
       ValueError: a pytree structure or shape mismatch, naming the first differing path.
 
     Example:
@@ -406,13 +372,7 @@ def jvp(fun: Callable, primals: Sequence[Any], tangents: Sequence[Any], has_aux:
       >>> float(dy)
       2.0
     """
-    if (
-        type(primals) is tuple
-        and type(tangents) is tuple
-        and len(primals) == len(tangents)
-        and _fast_call(fun, (primals, tangents))
-    ):
-        return _bound_jit(_jvp_impl, fun, (has_aux,))(primals, tangents)
+    _check_bool(has_aux, "has_aux", "jvp")
     primals = _as_tuple(primals, "primals", "jvp")
     tangents = _as_tuple(tangents, "tangents", "jvp")
     if len(primals) != len(tangents):
@@ -420,12 +380,12 @@ def jvp(fun: Callable, primals: Sequence[Any], tangents: Sequence[Any], has_aux:
             f"jvp: got {len(primals)} primals but {len(tangents)} tangents; give one tangent per "
             f"primal, with the same structure, shape and dtype."
         )
-    primals = _as_arrays(primals)
-    tangents = _as_arrays(tangents)
-    return _jvp_compiled(fun, primals, tangents, has_aux)
+    primals = _as_arrays(primals, "primals", "jvp")
+    tangents = _as_arrays(tangents, "tangents", "jvp")
+    return _jit.call(functools.partial(_jvp_impl, fun, has_aux), primals, tangents)
 
 
-def _vjp_impl(fun, primals, has_aux):
+def _vjp_impl(fun, has_aux, primals):
     for i, p in enumerate(primals):
         check_differentiable(p, f"primals[{i}]")
     res = jax.vjp(_aux_checked(fun, has_aux, "vjp"), *primals, has_aux=has_aux)
@@ -434,15 +394,12 @@ def _vjp_impl(fun, primals, has_aux):
     return (out, wrapped, res[2]) if has_aux else (out, wrapped)
 
 
-_vjp_compiled = _compiled(_vjp_impl, static_argnums=(2,))
-
-
+@_api_boundary
 def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
     """Reverse mode: ``f(*primals)`` and its pullback ``ct -> ct @ J``.
 
-    Same signature and results as ``jax.vjp``. The forward pass runs compiled and returns the
-    pullback as a :class:`LinearFunction` holding the residuals; calling it runs the compiled
-    backward pass.
+    Same signature and results as ``jax.vjp`` at every call. The pullback is a
+    :class:`LinearFunction` holding the residuals; each call of it runs the backward pass.
 
     Cost: one forward pass that stores its residuals (memory grows with the depth of ``f``),
     then one reverse pass (~2-3 evaluations of ``f``) per cotangent.
@@ -457,8 +414,8 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
       with one cotangent per primal.
 
     Raises:
-      TypeError: an integer or boolean leaf among the primals (naming its path), or a cotangent
-        with the wrong dtype.
+      TypeError: an integer, boolean or non-array leaf among the primals (naming its path), a
+        cotangent with the wrong dtype, or ``has_aux=True`` and ``fun`` returns no pair.
       ValueError: a cotangent with the wrong structure or shape (naming the path).
 
     Example:
@@ -467,13 +424,12 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
       >>> float(pullback(jnp.array(1.0))[0])
       6.0
     """
-    if _fast_call(fun, primals):
-        return _bound_jit(_vjp_impl, fun, (has_aux,))(primals)
-    primals = tuple(_as_arrays(p) for p in primals)
-    return _vjp_compiled(fun, primals, has_aux)
+    _check_bool(has_aux, "has_aux", "vjp")
+    primals = _as_arrays(primals, "primals", "vjp")
+    return _jit.call(functools.partial(_vjp_impl, fun, has_aux), primals)
 
 
-def _linearize_impl(fun, primals, has_aux):
+def _linearize_impl(fun, has_aux, primals):
     for i, p in enumerate(primals):
         check_differentiable(p, f"primals[{i}]")
     res = jax.linearize(_aux_checked(fun, has_aux, "linearize"), *primals, has_aux=has_aux)
@@ -481,14 +437,12 @@ def _linearize_impl(fun, primals, has_aux):
     return (res[0], wrapped, res[2]) if has_aux else (res[0], wrapped)
 
 
-_linearize_compiled = _compiled(_linearize_impl, static_argnums=(2,))
-
-
+@_api_boundary
 def linearize(fun: Callable, *primals: Any, has_aux: bool = False):
     """``f(*primals)`` and the JVP as a linear function of the tangents, evaluated once.
 
-    Same results as ``jax.linearize``. Use it when pushing many tangents through the same point:
-    the nonlinear work is done once, each later JVP is only the linear part.
+    Same results as ``jax.linearize`` at every call. Use it when pushing many tangents through
+    the same point: the nonlinear work is done once, each later JVP is only the linear part.
 
     Cost: one forward-mode pass up front that stores the linearization's residuals (like a
     VJP's), then one linear pass (~1-2 evaluations of ``f``) per tangent.
@@ -503,7 +457,8 @@ def linearize(fun: Callable, *primals: Any, has_aux: bool = False):
       output tangent.
 
     Raises:
-      TypeError: an integer or boolean primal leaf, or tangents of the wrong dtype.
+      TypeError: an integer, boolean or non-array primal leaf, tangents of the wrong dtype, or
+        ``has_aux=True`` and ``fun`` returns no pair.
       ValueError: tangents of the wrong structure or shape.
 
     Example:
@@ -512,10 +467,9 @@ def linearize(fun: Callable, *primals: Any, has_aux: bool = False):
       >>> float(f_jvp(jnp.array(3.0)))
       3.0
     """
-    if _fast_call(fun, primals):
-        return _bound_jit(_linearize_impl, fun, (has_aux,))(primals)
-    primals = tuple(_as_arrays(p) for p in primals)
-    return _linearize_compiled(fun, primals, has_aux)
+    _check_bool(has_aux, "has_aux", "linearize")
+    primals = _as_arrays(primals, "primals", "linearize")
+    return _jit.call(functools.partial(_linearize_impl, fun, has_aux), primals)
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,80 +477,57 @@ def linearize(fun: Callable, *primals: Any, has_aux: bool = False):
 # --------------------------------------------------------------------------------------------
 
 
-def _scalar_checked(fun: Callable, has_aux: bool, what: str, holomorphic: bool = False):
-    def wrapped(*args, **kwargs):
-        out = fun(*args, **kwargs)
-        if has_aux:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError(
-                    f"{what} with has_aux=True needs the function to return a pair "
-                    f"(scalar, aux); it returned {type(out).__name__}."
-                )
-            value = out[0]
-            _check_aux(out[1], what)
-        else:
-            value = out
-        if not holomorphic:
-            check_scalar_output(value, what, fun)
-        return out
+class _Names:
+    """The differentiated arguments' names for messages, from ``fun``'s signature, computed
+    on first use (``inspect.signature`` costs ~10 us, more than the rest of a call's checks)."""
 
-    return wrapped
+    def __init__(self, fun: Callable):
+        self.fun, self.cache = fun, {}
+
+    def __call__(self, argnums: tuple[int, ...]) -> list[str]:
+        if argnums not in self.cache:
+            self.cache[argnums] = _arg_names(self.fun, argnums)
+        return self.cache[argnums]
 
 
-def _aux_checked(fun: Callable, has_aux: bool, what: str) -> Callable:
-    """``fun`` with its aux output checked by :func:`_check_aux` (``fun`` itself without aux)."""
-    if not has_aux:
-        return fun
-
-    def wrapped(*args, **kwargs):
-        out = fun(*args, **kwargs)
-        if isinstance(out, tuple) and len(out) == 2:
-            _check_aux(out[1], what)
-        return out  # a malformed pair is left to JAX's own message
-
-    return wrapped
+def _diff_args(args: tuple, nums: tuple[int, ...], names: _Names, what: str) -> tuple:
+    try:
+        return tuple(_as_arrays(args[i], f"args[{i}]", what) for i in nums)
+    except TypeError:
+        # the same check again with the parameters' own names in the message
+        for i, name in zip(nums, names(nums), strict=True):
+            _as_arrays(args[i], name, what)
+        raise
 
 
-def _check_aux(aux: PyTree, what: str) -> None:
-    """Name a leaf of ``aux`` that a jit-compiled function cannot return (a string, an object):
-    JAX's own message points into chainrule's internals."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(aux)[0]:
-        if not (isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))):
-            raise TypeError(
-                f"{what} with has_aux=True: aux{jax.tree_util.keystr(path)} is a "
-                f"{type(leaf).__name__}; chainrule's transforms are jit-compiled, so aux may "
-                f"hold only arrays and numbers. Return other values outside the differentiated "
-                f"function (or use jax.{what}, which is not compiled)."
-            )
-
-
-def _value_and_grad_call(fun, argnums, has_aux, holomorphic, args, kwargs):
-    nums = _normalize_argnums(argnums, len(args), "grad")
-    diff, dynamic, static = _split_args(args, kwargs, nums)
-    key = nums if not isinstance(argnums, int) else nums[0]
-    return _vg_compiled(fun, key, has_aux, holomorphic, diff, dynamic, static)
-
-
-def _vg_impl(fun, argnums, has_aux, holomorphic, diff, dynamic, static):
+def _vg_impl(fun, argnums, has_aux, holomorphic, names, args, kwargs, *diff):
     nums = (argnums,) if isinstance(argnums, int) else argnums
-    _check_diff_args(fun, diff, nums, allow_complex=True)
-    args, kwargs = _rebuild(diff, dynamic, static, nums)
-    checked = _scalar_checked(fun, has_aux, "grad", holomorphic)
-    return jax.value_and_grad(checked, argnums, has_aux=has_aux, holomorphic=holomorphic)(
-        *args, **kwargs
-    )
+    _check_diff_args(names, diff, nums, allow_complex=True)
+    checked = _scalar_checked(_bind(fun, args, kwargs, nums), has_aux, "grad", holomorphic)
+    positions = tuple(range(len(nums))) if not isinstance(argnums, int) else 0
+    return jax.value_and_grad(checked, positions, has_aux=has_aux, holomorphic=holomorphic)(*diff)
 
 
-_vg_compiled = _compiled(_vg_impl, static_argnums=(1, 2, 3, 6))
-
-
-def _g_impl(fun, argnums, has_aux, holomorphic, diff, dynamic, static):
-    # Its own executable, so that grad does not return (and transfer) the value it drops.
-    (value, g) = _vg_impl(fun, argnums, has_aux, holomorphic, diff, dynamic, static)
+def _g_impl(fun, argnums, has_aux, holomorphic, names, args, kwargs, *diff):
+    value, g = _vg_impl(fun, argnums, has_aux, holomorphic, names, args, kwargs, *diff)
     return (g, value[1]) if has_aux else g
 
 
-_g_compiled = _compiled(_g_impl, static_argnums=(1, 2, 3, 6))
+def _grad_factory(impl: Callable, what: str, fun: Callable, argnums, has_aux, holomorphic):
+    argnums = _canonical_argnums(argnums, what)
+    _check_bool(has_aux, "has_aux", what)
+    _check_bool(holomorphic, "holomorphic", what)
+    names = _Names(fun)
+
+    @functools.wraps(fun)
+    @_api_boundary
+    def transformed(*args: Any, **kwargs: Any):
+        nums = _normalize_argnums(argnums, len(args), what)
+        diff = _diff_args(args, nums, names, what)
+        bound = functools.partial(impl, fun, argnums, has_aux, holomorphic, names, args, kwargs)
+        return _jit.call(bound, *diff)
+
+    return transformed
 
 
 def value_and_grad(
@@ -605,7 +536,7 @@ def value_and_grad(
     has_aux: bool = False,
     holomorphic: bool = False,
 ) -> Callable:
-    """The value of a scalar function and its gradient, compiled; ``jax.value_and_grad``'s API.
+    """The value of a scalar function and its gradient; ``jax.value_and_grad``'s API and results.
 
     Cost: one forward pass storing residuals, then one reverse pass: ~3-4 evaluations of
     ``fun`` in all, independent of the number of parameters.
@@ -622,8 +553,9 @@ def value_and_grad(
       for a tuple ``argnums``).
 
     Raises:
-      TypeError: a non-scalar or integer output, an integer/boolean leaf among the
-        differentiated arguments (naming ``args[i]...``), a bad ``argnums``.
+      TypeError: a non-scalar or integer output, an integer/boolean or non-array leaf among the
+        differentiated arguments (naming ``args[i]...``), a bad ``argnums``, ``has_aux=True``
+        and ``fun`` returns no pair.
       ValueError: ``argnums`` out of range for the call.
 
     Example:
@@ -632,17 +564,7 @@ def value_and_grad(
       >>> float(v), g.tolist()
       (5.0, [2.0, 4.0])
     """
-    argnums = _canonical_argnums(argnums, "value_and_grad")
-
-    fast = _FastCalls(_vg_impl, fun, lambda key: (key, has_aux, holomorphic), argnums)
-
-    @functools.wraps(fun)
-    def value_and_grad_fn(*args: Any, **kwargs: Any):
-        if fast.applies(args, kwargs):
-            return fast(args)
-        return _value_and_grad_call(fun, argnums, has_aux, holomorphic, args, kwargs)
-
-    return value_and_grad_fn
+    return _grad_factory(_vg_impl, "value_and_grad", fun, argnums, has_aux, holomorphic)
 
 
 def grad(
@@ -651,7 +573,7 @@ def grad(
     has_aux: bool = False,
     holomorphic: bool = False,
 ) -> Callable:
-    """The gradient of a scalar function, compiled; ``jax.grad``'s API.
+    """The gradient of a scalar function; ``jax.grad``'s API and results at every call.
 
     Cost: one forward pass storing residuals plus one reverse pass (~3-4 evaluations of
     ``fun``), whatever the number of parameters.
@@ -666,7 +588,9 @@ def grad(
       A function with ``fun``'s signature returning the gradient (or ``(grad, aux)``).
 
     Raises:
-      TypeError: a non-scalar output, an integer/boolean differentiated leaf (naming its path).
+      TypeError: a non-scalar output (a dict, a tuple, a vector), an integer/boolean or
+        non-array differentiated leaf (naming its path), ``has_aux=True`` and ``fun``
+        returns no pair.
       ValueError: ``argnums`` out of range.
 
     Example:
@@ -674,19 +598,7 @@ def grad(
       >>> cr.grad(lambda p: jnp.sum(p["w"] ** 2))({"w": jnp.array([1.0, -1.0])})["w"].tolist()
       [2.0, -2.0]
     """
-    argnums = _canonical_argnums(argnums, "grad")
-    fast = _FastCalls(_g_impl, fun, lambda key: (key, has_aux, holomorphic), argnums)
-
-    @functools.wraps(fun)
-    def grad_fn(*args: Any, **kwargs: Any):
-        if fast.applies(args, kwargs):
-            return fast(args)
-        nums = _normalize_argnums(argnums, len(args), "grad")
-        diff, dynamic, static = _split_args(args, kwargs, nums)
-        key = nums if not isinstance(argnums, int) else nums[0]
-        return _g_compiled(fun, key, has_aux, holomorphic, diff, dynamic, static)
-
-    return grad_fn
+    return _grad_factory(_g_impl, "grad", fun, argnums, has_aux, holomorphic)
 
 
 # --------------------------------------------------------------------------------------------
@@ -847,14 +759,16 @@ def _jac_chunked(g, dyn, mode, chunk_size, has_aux, holomorphic=False):
     return (jac, res[2]) if has_aux else jac
 
 
-def _jacobian_impl(fun, mode, argnums, chunk_size, has_aux, holomorphic, diff, dynamic, static):
+def _jacobian_impl(
+    fun, mode, argnums, chunk_size, has_aux, holomorphic, names, args, kwargs, *diff
+):
     nums = (argnums,) if isinstance(argnums, int) else argnums
+    bound = _bind(fun, args, kwargs, nums)
 
     def g(d):
-        d = (d,) if isinstance(argnums, int) else d
-        args, kwargs = _rebuild(d, dynamic, static, nums)
-        return fun(*args, **kwargs)
+        return bound(*((d,) if isinstance(argnums, int) else d))
 
+    g.__name__ = bound.__name__
     g = _aux_checked(g, has_aux, "jacobian")
     dyn = diff[0] if isinstance(argnums, int) else diff
     if not jax.tree_util.tree_leaves(dyn):
@@ -863,11 +777,11 @@ def _jacobian_impl(fun, mode, argnums, chunk_size, has_aux, holomorphic, diff, d
         res = g(dyn)
         jac = jax.tree.map(lambda _: dyn, res[0] if has_aux else res)
         return (jac, res[1]) if has_aux else jac
-    out_shape = jax.eval_shape(g, dyn)  # at trace time only: the program is cached
-    out_shape = out_shape[0] if has_aux else out_shape
+    # the output's shapes only: aux may hold values (a string) that eval_shape cannot return
+    out_shape = jax.eval_shape((lambda d: g(d)[0]) if has_aux else g, dyn)
     if mode == "auto":
         mode = _auto_mode(dyn, out_shape, holomorphic)
-    _check_diff_args(fun, diff, nums, allow_complex=holomorphic or mode == "rev")
+    _check_diff_args(names, diff, nums, allow_complex=holomorphic or mode == "rev")
     out_leaves = jax.tree_util.tree_leaves(out_shape)
     if (
         chunk_size is None
@@ -881,9 +795,6 @@ def _jacobian_impl(fun, mode, argnums, chunk_size, has_aux, holomorphic, diff, d
     # chunked path gives zeros (forward, as jacfwd means to), an error naming the output leaf
     # (reverse), or the empty output. chunk_size=None is one chunk.
     return _jac_chunked(g, dyn, mode, chunk_size, has_aux, holomorphic)
-
-
-_jacobian_compiled = _compiled(_jacobian_impl, static_argnums=(1, 2, 3, 4, 5, 8))
 
 
 def _check_chunk_size(chunk_size: int | None) -> int | None:
@@ -911,7 +822,7 @@ def jacobian(
     output) the Jacobian costs N forward-mode passes (``"fwd"``, ``jax.jacfwd``) or M reverse-mode
     passes (``"rev"``, ``jax.jacrev``). ``"auto"`` picks forward mode when N < M and reverse mode
     otherwise (at N == M reverse wins on the tie: it shares one primal pass). The choice is made
-    from shapes at trace time, so it costs nothing per call.
+    from shapes while tracing, so the compiled program is the one of the mode picked.
 
     ``chunk_size`` bounds memory: the N (or M) basis vectors go through ``chunk_size`` at a time
     (``lax.map`` over chunks, ``vmap`` within one), so the working set is one chunk rather than
@@ -933,9 +844,9 @@ def jacobian(
 
     Raises:
       ValueError: an unknown ``mode`` (listing the valid ones), a bad ``chunk_size``.
-      TypeError: an integer/boolean input leaf (naming its path); as in ``jax.jacfwd`` /
-        ``jax.jacrev``, without ``holomorphic`` a complex input in forward mode or a complex
-        or integer output in reverse mode (``"auto"`` picks the mode that exists).
+      TypeError: an integer/boolean or non-array input leaf (naming its path); as in
+        ``jax.jacfwd`` / ``jax.jacrev``, without ``holomorphic`` a complex input in forward mode
+        or a complex or integer output in reverse mode (``"auto"`` picks the mode that exists).
 
     Example:
       >>> import chainrule as cr, jax.numpy as jnp
@@ -946,21 +857,28 @@ def jacobian(
     check_choice(mode, JACOBIAN_MODES, "jacobian mode")
     chunk_size = _check_chunk_size(chunk_size)
     argnums = _canonical_argnums(argnums, "jacobian")
-
-    fast = _FastCalls(
-        _jacobian_impl, fun, lambda key: (mode, key, chunk_size, has_aux, holomorphic), argnums
-    )
+    _check_bool(has_aux, "has_aux", "jacobian")
+    _check_bool(holomorphic, "holomorphic", "jacobian")
+    names = _Names(fun)
 
     @functools.wraps(fun)
+    @_api_boundary
     def jacobian_fn(*args: Any, **kwargs: Any):
-        if fast.applies(args, kwargs):
-            return fast(args)
         nums = _normalize_argnums(argnums, len(args), "jacobian")
-        diff, dynamic, static = _split_args(args, kwargs, nums)
-        key = nums[0] if isinstance(argnums, int) else nums
-        return _jacobian_compiled(
-            fun, mode, key, chunk_size, has_aux, holomorphic, diff, dynamic, static
+        diff = _diff_args(args, nums, names, "jacobian")
+        bound = functools.partial(
+            _jacobian_impl,
+            fun,
+            mode,
+            argnums,
+            chunk_size,
+            has_aux,
+            holomorphic,
+            names,
+            args,
+            kwargs,
         )
+        return _jit.call(bound, *diff)
 
     return jacobian_fn
 
@@ -970,35 +888,26 @@ def jacobian(
 # --------------------------------------------------------------------------------------------
 
 
-def _hvp_raw(f: Callable, x: PyTree, v: PyTree, mode: str) -> PyTree:
-    if mode == "fwd-over-rev":
-        return jax.jvp(jax.grad(f), (x,), (v,))[1]
-    if mode == "rev-over-rev":
-        return jax.vjp(jax.grad(f), x)[1](v)[0]
-    return jax.grad(lambda y: jax.jvp(f, (y,), (v,))[1])(x)
-
-
 def _check_hvp_inputs(x: PyTree, v: PyTree, name_v: str = "v") -> None:
     check_differentiable(x, "x", allow_complex=False)
     check_same_shapes_dtypes(x, v, "x", name_v, allow_float0=False)
 
 
-def _hvp_impl(fun, x, v, mode):
+def _hvp_impl(fun, rule, x, v):
     _check_hvp_inputs(x, v)
-    return _hvp_raw(_scalar_checked(fun, False, "hvp"), x, v, mode)
+    return rule(_scalar_checked(fun, False, "hvp"), x, v)
 
 
-_hvp_compiled = _compiled(_hvp_impl, static_argnums=(3,))
-
-
+@_api_boundary
 def hvp(fun: Callable, x: PyTree, v: PyTree, mode: str = "fwd-over-rev") -> PyTree:
     """Hessian-vector product ``H(x) @ v`` of a scalar function of a pytree.
 
-    The three compositions give the same result (up to rounding) at different cost:
+    The three compositions (one rule table, ``chainrule._rules``) give the same result up to
+    rounding, at different cost:
 
     * ``"fwd-over-rev"`` (default): ``jvp(grad(f), x, v)``. One forward-over-reverse pass,
-      ~4-5 evaluations of ``f`` (an MLP layer costs ~9 matmuls against the forward's 1... per
-      layer: 1 forward, 2 backward, and their tangents); memory of one gradient.
+      ~4-5 evaluations of ``f`` (a dense layer costs ~9 matmuls against the forward's 1:
+      1 forward, 2 backward, and their tangents); memory of one gradient.
     * ``"rev-over-rev"``: ``vjp(grad(f), x)(v)``. Reverse over reverse: stores the residuals of
       the gradient computation as well, so more memory for the same FLOPs.
     * ``"rev-over-fwd"``: ``grad(x -> jvp(f, x, v))``. Similar cost to fwd-over-rev; stores the
@@ -1015,28 +924,27 @@ def hvp(fun: Callable, x: PyTree, v: PyTree, mode: str = "fwd-over-rev") -> PyTr
 
     Raises:
       ValueError: an unknown ``mode``; ``v``'s structure or shapes differ from ``x``'s.
-      TypeError: a non-scalar ``fun``, an integer or complex leaf in ``x``, a dtype mismatch.
+      TypeError: a non-scalar ``fun`` (a dict or tuple output too), an integer, complex or
+        non-array leaf in ``x``, a dtype mismatch.
 
     Example:
       >>> import chainrule as cr, jax.numpy as jnp
       >>> cr.hvp(lambda x: jnp.sum(x ** 3), jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0])).tolist()
       [6.0, 0.0]
     """
-    if mode in HVP_MODES and _fast_call(fun, (x, v)):
-        return _bound_jit(_hvp_impl, fun, (mode,))(x, v)
-    check_choice(mode, HVP_MODES, "hvp mode")
-    x = _as_arrays(x)
-    v = _as_arrays(v)
-    return _hvp_compiled(fun, x, v, mode)
+    rule = hvp_rule(mode)
+    x = _as_arrays(x, "x", "hvp")
+    v = _as_arrays(v, "v", "hvp")
+    return _jit.call(functools.partial(_hvp_impl, fun, rule), x, v)
 
 
-def _hvp_batched_impl(fun, x, vs, mode, chunk_size):
+def _hvp_batched_impl(fun, rule, chunk_size, x, vs):
     check_differentiable(x, "x", allow_complex=False)
     # one direction's shapes, without indexing (there may be K = 0 directions)
     v0 = jax.tree.map(lambda t: jnp.zeros(t.shape[1:], t.dtype), vs)
     check_same_shapes_dtypes(x, v0, "x", "vs[i]", allow_float0=False)
     f = _scalar_checked(fun, False, "hvp_batched")
-    one = functools.partial(_hvp_raw, f, x, mode=mode)
+    one = functools.partial(rule, f, x)
     leaves = jax.tree_util.tree_leaves(vs)
     if not leaves:  # nothing to differentiate: an empty pytree per direction, i.e. vs itself
         f(x)  # still check that fun is a scalar function
@@ -1046,9 +954,7 @@ def _hvp_batched_impl(fun, x, vs, mode, chunk_size):
     return map_chunked(one, vs, leaves[0].shape[0], chunk_size)
 
 
-_hvp_batched_compiled = _compiled(_hvp_batched_impl, static_argnums=(3, 4))
-
-
+@_api_boundary
 def hvp_batched(
     fun: Callable,
     x: PyTree,
@@ -1085,10 +991,10 @@ def hvp_batched(
       >>> cr.hvp_batched(lambda x: jnp.sum(x ** 2), jnp.ones(2), jnp.eye(2)).tolist()
       [[2.0, 0.0], [0.0, 2.0]]
     """
-    check_choice(mode, HVP_MODES, "hvp mode")
+    rule = hvp_rule(mode)
     chunk_size = _check_chunk_size(chunk_size)
-    x = _as_arrays(x)
-    vs = _as_arrays(vs)
+    x = _as_arrays(x, "x", "hvp_batched")
+    vs = _as_arrays(vs, "vs", "hvp_batched")
     leaves = jax.tree_util.tree_flatten_with_path(vs)[0]
     sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for _, leaf in leaves}
     if None in sizes or len(sizes) > 1:
@@ -1097,18 +1003,18 @@ def hvp_batched(
             "hvp_batched: every leaf of vs needs the same leading (batch) axis on top of x's "
             f"leaf shape; found {desc}."
         )
-    return _hvp_batched_compiled(fun, x, vs, mode, chunk_size)
+    return _jit.call(functools.partial(_hvp_batched_impl, fun, rule, chunk_size), x, vs)
 
 
-def _hessian_impl(fun, argnums, chunk_size, diff, dynamic, static):
+def _hessian_impl(fun, argnums, chunk_size, names, args, kwargs, *diff):
     nums = (argnums,) if isinstance(argnums, int) else argnums
-    _check_diff_args(fun, diff, nums, allow_complex=False)
+    _check_diff_args(names, diff, nums, allow_complex=False)
+    bound = _bind(fun, args, kwargs, nums)
 
     def f(d):
-        d = (d,) if isinstance(argnums, int) else d
-        args, kwargs = _rebuild(d, dynamic, static, nums)
-        return fun(*args, **kwargs)
+        return bound(*((d,) if isinstance(argnums, int) else d))
 
+    f.__name__ = bound.__name__
     f = _scalar_checked(f, False, "hessian")
     dyn = diff[0] if isinstance(argnums, int) else diff
     if not jax.tree_util.tree_leaves(dyn):
@@ -1120,9 +1026,6 @@ def _hessian_impl(fun, argnums, chunk_size, diff, dynamic, static):
     # H's columns are HVPs with the basis vectors: linearize grad(f) once (fwd-over-rev) and
     # push the basis through it chunk by chunk.
     return _jac_chunked(jax.grad(f), dyn, "fwd", chunk_size, False)
-
-
-_hessian_compiled = _compiled(_hessian_impl, static_argnums=(1, 2, 5))
 
 
 def hessian(
@@ -1147,7 +1050,7 @@ def hessian(
       of input pytrees, leaf shapes ``shape_i + shape_j``).
 
     Raises:
-      TypeError: a non-scalar ``fun``, an integer/complex differentiated leaf.
+      TypeError: a non-scalar ``fun``, an integer/complex or non-array differentiated leaf.
       ValueError: a bad ``chunk_size`` or ``argnums``.
 
     Example:
@@ -1157,15 +1060,14 @@ def hessian(
     """
     chunk_size = _check_chunk_size(chunk_size)
     argnums = _canonical_argnums(argnums, "hessian")
-    fast = _FastCalls(_hessian_impl, fun, lambda key: (key, chunk_size), argnums)
+    names = _Names(fun)
 
     @functools.wraps(fun)
+    @_api_boundary
     def hessian_fn(*args: Any, **kwargs: Any):
-        if fast.applies(args, kwargs):
-            return fast(args)
         nums = _normalize_argnums(argnums, len(args), "hessian")
-        diff, dynamic, static = _split_args(args, kwargs, nums)
-        key = nums[0] if isinstance(argnums, int) else nums
-        return _hessian_compiled(fun, key, chunk_size, diff, dynamic, static)
+        diff = _diff_args(args, nums, names, "hessian")
+        bound = functools.partial(_hessian_impl, fun, argnums, chunk_size, names, args, kwargs)
+        return _jit.call(bound, *diff)
 
     return hessian_fn

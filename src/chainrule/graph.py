@@ -38,7 +38,7 @@ import jax
 import jax.extend.core as jcore
 import numpy as np
 
-from chainrule._tree import check_choice, check_differentiable
+from chainrule._tree import check_differentiable
 
 __all__ = [
     "INLINABLE",
@@ -501,11 +501,11 @@ def hvp_graph(f: Callable, x: Any, mode: str = "fwd-over-rev", inline: bool = Fa
       >>> hvp_graph(lambda x: jnp.sum(jnp.sin(x)), jnp.ones(3)).num_ops > 0
       True
     """
-    from chainrule.ad import HVP_MODES, _hvp_raw
+    from chainrule._rules import hvp_rule
 
-    check_choice(mode, HVP_MODES, "hvp mode")
+    rule = hvp_rule(mode)  # the one rule table: an unknown mode raises, listing the valid ones
     _check_args((x,), "hvp_graph")
-    jaxpr = jax.make_jaxpr(lambda x, v: _hvp_raw(f, x, v, mode))(x, x)
+    jaxpr = jax.make_jaxpr(lambda x, v: rule(f, x, v))(x, x)
     return _build(jaxpr, _name(f, f"hvp[{mode}]"), inline)
 
 
@@ -762,11 +762,11 @@ def compare(f: Callable, *args: Any, costs: bool = True) -> dict[str, dict[str, 
         ),
     }
     if len(args) == 1 and np.shape(out) == () and not isinstance(out, (tuple, list, dict)):
-        from chainrule.ad import _hvp_raw
+        from chainrule._rules import hvp_rule
 
         programs["hvp"] = (
             hvp_graph(f, args[0], inline=True),
-            lambda x, v: _hvp_raw(f, x, v, "fwd-over-rev"),
+            lambda x, v: hvp_rule("fwd-over-rev")(f, x, v),
             (args[0], args[0]),
         )
     table = {}

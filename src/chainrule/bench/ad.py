@@ -24,7 +24,6 @@ issue sets one, and ``note``.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import chainrule as cr
+from chainrule import _env
+from chainrule._rules import hvp_rule
 from chainrule._tree import check_choice
 from chainrule.bench.timing import cold_call_ms, matmul_precision, resolve_reps, time_alternating
 
@@ -48,6 +49,7 @@ class _Sizes:
     jacobians: tuple[tuple[str, int, int], ...]  # (label, n, m) for f: R^n -> R^m
     hessian_n: int
     hvp_batch: int  # K directions for hvp_batched
+    memory: tuple[int, int]  # (steps, n) of the fresh-closure memory loop: n x n batches
 
 
 SIZES: dict[str, _Sizes] = {
@@ -56,6 +58,7 @@ SIZES: dict[str, _Sizes] = {
         jacobians=(("tall", 4, 32), ("wide", 32, 4), ("square", 16, 16)),
         hessian_n=8,
         hvp_batch=2,
+        memory=(20, 64),
     ),
     # 2-core CPU, medium sizes (~0.5-2 ms forward, ~5-30 ms HVP): large enough that the
     # ratio measures the computation, not Python dispatch (~10-15 us a call on this machine).
@@ -64,6 +67,7 @@ SIZES: dict[str, _Sizes] = {
         jacobians=(("tall", 64, 4096), ("wide", 4096, 64), ("square", 512, 512)),
         hessian_n=256,
         hvp_batch=4,
+        memory=(1000, 1024),
     ),
     # The anchor's model (../shared/anchors/anchor_ad.py) and Jacobian shapes.
     "gpu": _Sizes(
@@ -71,6 +75,7 @@ SIZES: dict[str, _Sizes] = {
         jacobians=(("tall", 16, 4096), ("wide", 4096, 16), ("square", 1024, 1024)),
         hessian_n=1024,
         hvp_batch=4,
+        memory=(1000, 1024),
     ),
 }
 SIZE_CHOICES = ("auto", "cpu", "gpu", "quick")
@@ -80,7 +85,7 @@ _DTYPE = jnp.float32
 def _pick_size(size: str | None, quick: bool) -> str:
     if quick:
         return "quick"
-    size = size or os.environ.get("CHAINRULE_BENCH_SIZE", "auto")
+    size = size or _env.bench_size()
     check_choice(size, SIZE_CHOICES, "ad benchmark size")
     if size == "auto":
         return "cpu" if jax.default_backend() == "cpu" else "gpu"
@@ -180,11 +185,8 @@ def _mlp(num_layers: int, width: int, batch: int, seed: int = 0):
 
 
 def _raw_hvp(f: Callable, mode: str) -> Callable:
-    if mode == "fwd-over-rev":
-        return lambda x, v: jax.jvp(jax.grad(f), (x,), (v,))[1]
-    if mode == "rev-over-rev":
-        return lambda x, v: jax.vjp(jax.grad(f), x)[1](v)[0]
-    return lambda x, v: jax.grad(lambda y: jax.jvp(f, (y,), (v,))[1])(x)
+    rule = hvp_rule(mode)  # the one rule table chainrule's hvp uses
+    return lambda x, v: rule(f, x, v)
 
 
 def _mlp_rows(label: str, dims: tuple[int, int, int], k_batch: int, reps: int, warmup: int):
@@ -205,15 +207,18 @@ def _mlp_rows(label: str, dims: tuple[int, int, int], k_batch: int, reps: int, w
 
     # jvp
     raw_jvp = jax.jit(lambda p, t: jax.jvp(loss, (p,), (t,)))
-    group("jvp", lambda: cr.jvp(loss, (p,), (v,)), lambda: raw_jvp(p, v))
+    cr_jvp = jax.jit(lambda p, t: cr.jvp(loss, (p,), (t,)))
+    group("jvp", lambda: cr_jvp(p, v), lambda: raw_jvp(p, v))
 
     # vjp: the forward pass returning the pullback, then the pullback applied, both sides.
     raw_vjp = jax.jit(lambda p: jax.vjp(loss, p))
     raw_apply = jax.jit(lambda fn, t: fn(t))
 
+    cr_vjp_j = jax.jit(lambda p: cr.vjp(loss, p))
+
     def cr_vjp():
-        _, pullback = cr.vjp(loss, p)
-        return pullback(ct)
+        _, pullback = cr_vjp_j(p)
+        return raw_apply(pullback, ct)
 
     def raw_vjp_apply():
         _, pullback = raw_vjp(p)
@@ -221,17 +226,19 @@ def _mlp_rows(label: str, dims: tuple[int, int, int], k_batch: int, reps: int, w
 
     group("vjp (fwd+pullback)", cr_vjp, raw_vjp_apply)
 
-    cr_grad, raw_grad = cr.grad(loss), jax.jit(jax.grad(loss))
+    cr_grad, raw_grad = jax.jit(cr.grad(loss)), jax.jit(jax.grad(loss))
     group("grad", lambda: cr_grad(p), lambda: raw_grad(p))
-    cr_vg, raw_vg = cr.value_and_grad(loss), jax.jit(jax.value_and_grad(loss))
+    cr_vg, raw_vg = jax.jit(cr.value_and_grad(loss)), jax.jit(jax.value_and_grad(loss))
     group("value_and_grad", lambda: cr_vg(p), lambda: raw_vg(p))
 
     # linearize, then one JVP through the linearization, both sides.
     raw_lin = jax.jit(lambda p: jax.linearize(loss, p))
 
+    cr_lin_j = jax.jit(lambda p: cr.linearize(loss, p))
+
     def cr_lin():
-        _, f_jvp = cr.linearize(loss, p)
-        return f_jvp(v)
+        _, f_jvp = cr_lin_j(p)
+        return raw_apply(f_jvp, v)
 
     def raw_lin_apply():
         _, f_jvp = raw_lin(p)
@@ -241,9 +248,10 @@ def _mlp_rows(label: str, dims: tuple[int, int, int], k_batch: int, reps: int, w
 
     for mode in cr.HVP_MODES:
         raw = jax.jit(_raw_hvp(loss, mode))
+        ours = jax.jit(lambda p, v, mode=mode: cr.hvp(loss, p, v, mode=mode))
         group(
             f"hvp {mode}",
-            lambda mode=mode: cr.hvp(loss, p, v, mode=mode),
+            lambda ours=ours: ours(p, v),
             lambda raw=raw: raw(p, v),
             x_fwd_target=HVP_X_FWD_TARGET if mode == "fwd-over-rev" else None,
         )
@@ -253,9 +261,10 @@ def _mlp_rows(label: str, dims: tuple[int, int, int], k_batch: int, reps: int, w
     )
     one = _raw_hvp(loss, "fwd-over-rev")
     raw_batched = jax.jit(lambda p, vs: jax.vmap(lambda t: one(p, t))(vs))
+    cr_batched = jax.jit(lambda p, vs: cr.hvp_batched(loss, p, vs))
     group(
         f"hvp_batched K={k_batch}",
-        lambda: cr.hvp_batched(loss, p, vs),
+        lambda: cr_batched(p, vs),
         lambda: raw_batched(p, vs),
         note=f"x_fwd is for K={k_batch} HVPs",
     )
@@ -399,12 +408,12 @@ def _jacobian_rows(label: str, n: int, m: int, reps: int, warmup: int) -> list[d
     chunk = max(1, min(n, m) // 4)
     fns = {
         "forward": jax.jit(g),
-        "cr fwd": cr.jacobian(g, mode="fwd"),
+        "cr fwd": jax.jit(cr.jacobian(g, mode="fwd")),
         "jax.jacfwd": jax.jit(jax.jacfwd(g)),
-        "cr rev": cr.jacobian(g, mode="rev"),
+        "cr rev": jax.jit(cr.jacobian(g, mode="rev")),
         "jax.jacrev": jax.jit(jax.jacrev(g)),
-        "cr auto": cr.jacobian(g, mode="auto"),
-        "cr chunked": cr.jacobian(g, mode="auto", chunk_size=chunk),
+        "cr auto": jax.jit(cr.jacobian(g, mode="auto")),
+        "cr chunked": jax.jit(cr.jacobian(g, mode="auto", chunk_size=chunk)),
     }
     calls = {k: (lambda f=f: f(z)) for k, f in fns.items()}
     size = f"{label} n={n} m={m}"
@@ -470,8 +479,8 @@ def _hessian_rows(n: int, reps: int, warmup: int) -> list[dict]:
 
     chunk = max(1, n // 4)
     cr_h, cr_hc, raw_h, fwd = (
-        cr.hessian(f),
-        cr.hessian(f, chunk_size=chunk),
+        jax.jit(cr.hessian(f)),
+        jax.jit(cr.hessian(f, chunk_size=chunk)),
         jax.jit(jax.hessian(f)),
         jax.jit(f),
     )
@@ -496,6 +505,185 @@ def _hessian_rows(n: int, reps: int, warmup: int) -> list[dict]:
         )[:1]
     )
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Eager use: a fresh closure per call, a function reused, and the memory of a long loop
+# --------------------------------------------------------------------------------------------
+
+EAGER_RATIO_TARGET = 1.2  # chainrule eager / JAX's own eager transform, per call
+MEMORY_RATIO_TARGET = 1.2  # RSS growth of a fresh-closure loop: chainrule / JAX
+
+
+def _eager_pairs(loss: Callable, p: Any, v: Any) -> dict[str, tuple[Callable, Callable]]:
+    """For each transform, (chainrule, JAX eager) as functions of the loss and the point."""
+    ct = jnp.ones((), _DTYPE)
+    return {
+        "grad": (lambda f: cr.grad(f)(p), lambda f: jax.grad(f)(p)),
+        "value_and_grad": (
+            lambda f: cr.value_and_grad(f)(p),
+            lambda f: jax.value_and_grad(f)(p),
+        ),
+        "jvp": (lambda f: cr.jvp(f, (p,), (v,)), lambda f: jax.jvp(f, (p,), (v,))),
+        "vjp (fwd+pullback)": (
+            lambda f: cr.vjp(f, p)[1](ct),
+            lambda f: jax.vjp(f, p)[1](ct),
+        ),
+        "linearize+apply": (
+            lambda f: cr.linearize(f, p)[1](v),
+            lambda f: jax.linearize(f, p)[1](v),
+        ),
+        **{
+            f"hvp {m}": (
+                lambda f, m=m: cr.hvp(f, p, v, mode=m),
+                lambda f, m=m: hvp_rule(m)(f, p, v),
+            )
+            for m in cr.HVP_MODES
+        },
+        "jacobian rev": (
+            lambda f: cr.jacobian(lambda q: f(q)[None], mode="rev")(p),
+            lambda f: jax.jacrev(lambda q: f(q)[None])(p),
+        ),
+        "hessian (last layer)": (
+            lambda f: cr.hessian(lambda w: f([*p[:-1], w]))(p[-1][:, :2]),
+            lambda f: jax.hessian(lambda w: f([*p[:-1], w]))(p[-1][:, :2]),
+        ),
+    }
+
+
+def _eager_rows(label: str, dims: tuple[int, int, int], reps: int, warmup: int) -> list[dict]:
+    """Rows (a) and (b) of issue 15: chainrule called eagerly against JAX's eager transforms.
+
+    (a) ``cr.grad(lambda p: loss(p, x))(params)`` with a new batch ``x`` and so a new closure at
+    every call, the README's idiom; (b) one function reused. Both sides trace the function at
+    every call (that is what keeps them fresh); chainrule then runs a cached executable where
+    JAX dispatches op by op.
+    """
+    num_layers, width, batch = dims
+    loss_of_p, p, v, _ = _mlp(num_layers, width, batch)
+    del loss_of_p
+    ks = jax.random.split(jax.random.PRNGKey(7), 8)
+    batches = jax.device_put([jax.random.normal(k, (batch, width), _DTYPE) for k in ks])
+    y = jax.device_put(jax.random.normal(ks[0], (batch, width), _DTYPE))
+    p = [w / 4 for w in p]  # a small last layer keeps the hessian row's slice meaningful
+
+    def loss(q, x):
+        h = x
+        for w in q[:-1]:
+            h = jnp.tanh(h @ w)
+        return jnp.mean((h @ q[-1] - y[:, : q[-1].shape[1]]) ** 2)
+
+    size = f"{label} f32"
+    rows: list[dict] = []
+    counter = iter(range(10**9))
+    for name, (ours, theirs) in _eager_pairs(lambda q: loss(q, batches[0]), p, v).items():
+
+        def fresh(run, name=name):
+            x = batches[next(counter) % len(batches)]
+            return run(lambda q: loss(q, x))
+
+        reused = lambda q: loss(q, batches[0])  # noqa: E731
+        fns = {
+            "chainrule fresh": lambda ours=ours: fresh(ours),
+            "jax fresh": lambda theirs=theirs: fresh(theirs),
+            "chainrule reused": lambda ours=ours: ours(reused),
+            "jax reused": lambda theirs=theirs: theirs(reused),
+        }
+        stats = _measure(fns, reps, warmup)
+        for kind, what in (("fresh", "a fresh closure per call"), ("reused", "one function")):
+            c, r = stats[f"chainrule {kind}"], stats[f"jax {kind}"]
+            ratio = c["median_ms"] / r["median_ms"]
+            rows.append(
+                _row(
+                    f"eager {kind}: {name}",
+                    "chainrule",
+                    size,
+                    c,
+                    ratio=ratio,
+                    vs="jax eager",
+                    target=f"ratio<={EAGER_RATIO_TARGET}",
+                    meets_target=ratio <= EAGER_RATIO_TARGET,
+                    note=f"{what}; both sides eager (no user jit)",
+                )
+            )
+            rows.append(_row(f"eager {kind}: {name}", "jax eager", size, r))
+    return rows
+
+
+_MEMORY_SCRIPT = r"""
+import gc, json, sys
+import jax, jax.numpy as jnp
+import chainrule as cr
+side, steps, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+w = jnp.ones((n,)) / n ** 0.5
+def loss(w, x):
+    return jnp.mean(jnp.tanh(x @ w) ** 2)
+grad = cr.grad if side == "chainrule" else jax.grad
+key = jax.random.PRNGKey(0)
+def step(i):
+    x = jax.random.normal(jax.random.fold_in(key, i), (n, n))  # 4 MB at n = 1024
+    return grad(lambda w: loss(w, x))(w)
+for i in range(20):
+    jax.block_until_ready(step(i))
+gc.collect()
+start = rss()
+for i in range(steps):
+    jax.block_until_ready(step(i))
+gc.collect()
+print(json.dumps({"start": start, "end": rss()}))
+"""
+
+
+def _memory_rows(steps: int, n: int) -> list[dict]:
+    """Row (d): RSS growth over a fresh-closure loop, each side in its own process."""
+    import json
+    import subprocess
+    import sys
+
+    out = {}
+    for side in ("chainrule", "jax"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _MEMORY_SCRIPT, side, str(steps), str(n)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if proc.returncode != 0:
+            return [{"suite": "ad", "name": "memory", "impl": side, "error": proc.stderr[-500:]}]
+        out[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+    mb = {k: (d["end"] - d["start"]) / 2**20 for k, d in out.items()}
+    batch_mb = n * n * 4 / 2**20
+    # growth below a few batches is allocator noise: the ratio is of growth + one batch
+    ratio = (mb["chainrule"] + batch_mb) / (mb["jax"] + batch_mb)
+    size = f"{steps} steps, {batch_mb:.0f} MB batches"
+    note = (
+        f"RSS growth after warm-up: chainrule {mb['chainrule']:.1f} MB, jax {mb['jax']:.1f} MB; "
+        f"ratio of (growth + one batch)"
+    )
+    return [
+        {
+            "suite": "ad",
+            "name": "memory: fresh closure loop (grad)",
+            "impl": "chainrule",
+            "size": size,
+            "growth_mb": mb["chainrule"],
+            "ratio": ratio,
+            "vs": "jax eager",
+            "target": f"ratio<={MEMORY_RATIO_TARGET}",
+            "meets_target": ratio <= MEMORY_RATIO_TARGET,
+            "note": note,
+        },
+        {
+            "suite": "ad",
+            "name": "memory: fresh closure loop (grad)",
+            "impl": "jax eager",
+            "size": size,
+            "growth_mb": mb["jax"],
+        },
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,6 +719,9 @@ def suite(quick: bool = False, reps: int | None = None, size: str | None = None)
     from chainrule.bench.chain import chain_rows  # issue 20: chain_jacobian plans vs auto
 
     rows.extend(chain_rows(which, reps, warmup))
+    label, num_layers, width, batch = sizes.mlps[0]
+    rows.extend(_eager_rows(label, (num_layers, width, batch), reps, warmup))
+    rows.extend(_memory_rows(*sizes.memory))
     for row in rows:
         row.setdefault("size_preset", which)
     return rows

@@ -20,11 +20,12 @@ import datetime
 import importlib
 import importlib.metadata
 import inspect
-import os
 import sys
 import time
 import traceback
 from typing import Any
+
+from chainrule import _env
 
 __all__ = ["SUITES", "main", "build_header"]
 
@@ -172,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         if problem:  # before the benchmark runs, not after minutes of it
             print(f"chainrule bench: error: {flag} {out}: {problem}", file=sys.stderr)
             return 2
-    quick = args.quick or os.environ.get("CHAINRULE_BENCH_QUICK", "") not in ("", "0")
+    try:
+        quick = args.quick or _env.bench_quick()
+    except ValueError as e:
+        print(f"chainrule bench: error: {e}", file=sys.stderr)
+        return 2
 
     from chainrule.bench.report import (
         format_header,

@@ -140,7 +140,7 @@ def env_header() -> dict[str, Any]:
     import chainrule
 
     dev = jax.devices()[0]
-    extra = os.environ.get("CHAINRULE_CHECK_XLA_OPTIONS")
+    extra = os.environ.get("CHAINRULE_CHECK_XLA_OPTIONS")  # recorded verbatim, as set
     return {
         "chainrule": chainrule.__version__,
         "jax": jax.__version__,
