@@ -8,19 +8,23 @@ For each pair (activation, initializer) an ensemble of ``n_nets`` plain networks
   examples and units; ``E[z] = 0`` by the symmetry of the weights). Initialization theory
   (LeCun 1998, Glorot & Bengio 2010, He et al. 2015) chooses ``Var[W]`` so that ``q_l`` stays
   constant in ``l``.
-* backward: ``g_l``, the RMS over examples of the per-example gradient norm of ``W_l``,
-  ``||dl_b/dW_l|| = ||h_{l-1,b}|| ||dl_b/dz_{l,b}||`` for a linear read-out loss
-  ``l_b = <h_{L,b}, r>`` with a fixed random ``r`` (so the backward signal does not inherit the
-  forward scale). Per-example, because a batch-mean gradient also measures how much the
-  examples' gradients agree, which is a different question.
+* backward: ``d_l``, the RMS over examples of the per-example **back-propagated signal**
+  ``||dl_b/dh_{l,b}||`` for a linear read-out loss ``l_b = <h_{L,b}, r>`` with a fixed random
+  ``r`` (so ``d_L = ||r||`` whatever the forward scale). Beside it ``g_l``, the RMS per-example
+  weight-gradient norm ``||dl_b/dW_l|| = ||h_{l-1,b}|| ||dl_b/dz_{l,b}||``: for ReLU (positively
+  homogeneous) the forward and backward factors cancel in it, so ``g_1 / g_L`` stays near 1 even
+  where ``d_1 / d_L`` is ``2^-24.5``; it is reported, never judged by.
 
-The pair *holds* when both ``q_L / q_1`` and ``g_1 / g_L`` stay within ``hold_factor`` (2) of 1,
-*vanishes*/*explodes* otherwise (by the signal that fails most, in log scale). The library's
-own :func:`chainrule.diagnostics.verdict` (factor 100, scanning layer by layer) is reported too.
+The pair *holds* when both ``q_L / q_1`` and ``d_1 / d_L`` stay within ``hold_factor`` (2) of 1,
+*vanishes*/*explodes* otherwise (by the signal that fails most, in log scale). Beside every
+measurement is the mean-field prediction (the variance recursions of LeCun/Glorot/He, infinite
+width, Gauss-Hermite integrals). The library's :func:`chainrule.diagnostics.verdict` (factor
+100, layer by layer, on the weight gradients) is reported too.
 
-Computation: ``cr.value_and_grad`` of the summed loss with respect to zero offsets ``e_l``
-added to each pre-activation gives every ``dl_b/dz_{l,b}`` in one reverse pass; the layers run
-in a ``lax.scan`` so the 50-layer network compiles once per activation.
+Computation: ``cr.value_and_grad`` of the summed loss with respect to zero offsets added to
+each pre-activation and each layer output gives every ``dl_b/dz_{l,b}`` and ``dl_b/dh_{l,b}``
+in one reverse pass; the layers run in a ``lax.scan`` so the network compiles once per
+activation.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 import chainrule as cr
-from chainrule import diagnostics
+from chainrule import diagnostics, nets
+
+from ._common import Check, claims_section, floats, gauss_expect, overall
 
 DESCRIPTION = (
     "Activation variance and per-layer gradient norm through a deep plain network for each "
@@ -99,22 +105,20 @@ def make_init(name: str, activation: str, p: Params):
     raise ValueError(f"unknown initializer {name!r}")  # unreachable: Params validates
 
 
-_ACT = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu}
-
-
 def _loss(offsets, weights, x, r, activation):
-    """Sum over networks and examples of ``<h_L, r>``, with ``offsets`` added to every z_l.
+    """Sum over networks and examples of ``<h_L, r>``; ``offsets = (e_z, e_h)`` are added to
+    every ``z_l`` and every ``h_l`` (their gradients are ``dl/dz_l`` and ``dl/dh_l``).
 
     Returns the loss and, per layer, ``E[z_l^2]`` and ``||h_{l-1,b}||^2`` per example.
     """
-    act = _ACT[activation]
+    act = nets.get_activation(activation)
 
     def layer(h, inputs):
-        w, e = inputs
-        z = jnp.einsum("kbi,kij->kbj", h, w) + e
-        return act(z), (jnp.mean(z * z), jnp.sum(h * h, axis=-1))
+        w, ez, eh = inputs
+        z = jnp.einsum("kbi,kij->kbj", h, w) + ez
+        return act(z) + eh, (jnp.mean(z * z, axis=(1, 2)), jnp.sum(h * h, axis=-1))
 
-    h_last, (q, h_in_sq) = jax.lax.scan(layer, x, (weights, offsets))
+    h_last, (q, h_in_sq) = jax.lax.scan(layer, x, (weights, *offsets))
     return jnp.sum(h_last @ r), (q, h_in_sq)
 
 
@@ -156,23 +160,87 @@ def orthogonal_gain(activation: str, p: Params) -> float:
     return cr.init.gain(activation) if p.orthogonal_gain == "activation" else 1.0
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _measure(activation: str, weights: jax.Array, key: jax.Array, batch: int):
+    """One compiled program per activation and shape (our own function: safe to keep jitted)."""
+    depth, n_nets, width, _ = weights.shape
+    dtype = weights.dtype
+    k_x, k_r = jax.random.split(key)
+    x = jax.random.normal(k_x, (n_nets, batch, width), dtype)
+    r = jax.random.normal(k_r, (width,), dtype)
+    zeros = jnp.zeros((depth, n_nets, batch, width), dtype)
+    (_, (q, h_in_sq)), (delta_z, delta_h) = cr.value_and_grad(_loss, has_aux=True)(
+        (zeros, zeros), weights, x, r, activation
+    )
+    # ||dl_b/dW_l||^2 = ||h_{l-1,b}||^2 ||dl_b/dz_{l,b}||^2 (an outer product), RMS over b, k.
+    per_example_sq = h_in_sq * jnp.sum(delta_z * delta_z, axis=-1)
+    g = jnp.sqrt(jnp.mean(per_example_sq, axis=(1, 2)))
+    d_sq = jnp.mean(jnp.sum(delta_h * delta_h, axis=-1), axis=2)  # (depth, n_nets)
+    return q, d_sq, g
+
+
 def measure(activation: str, weights: jax.Array, p: Params, key: jax.Array) -> dict:
-    """Per-layer ``q_l`` and ``g_l`` for one pair (ensemble of ``p.n_nets`` networks).
+    """Per-layer ``q_l``, ``d_l`` and ``g_l`` for one pair (ensemble of ``p.n_nets`` networks).
 
     Cost: one forward and one reverse pass through all networks (``cr.value_and_grad``).
     """
-    dtype = jnp.dtype(p.dtype)
-    k_x, k_r = jax.random.split(key)
-    x = jax.random.normal(k_x, (p.n_nets, p.batch, p.width), dtype)
-    r = jax.random.normal(k_r, (p.width,), dtype)
-    offsets = jnp.zeros((p.depth, p.n_nets, p.batch, p.width), dtype)
-    (_, (q, h_in_sq)), delta = cr.value_and_grad(_loss, has_aux=True)(
-        offsets, weights, x, r, activation
-    )
-    # ||dl_b/dW_l||^2 = ||h_{l-1,b}||^2 ||dl_b/dz_{l,b}||^2 (an outer product), RMS over b, k.
-    per_example_sq = h_in_sq * jnp.sum(delta * delta, axis=-1)
-    g = jnp.sqrt(jnp.mean(per_example_sq, axis=(1, 2)))
-    return {"q": np.asarray(q, np.float64), "g": np.asarray(g, np.float64)}
+    q_k, d_sq_k, g = _measure(activation, weights, key, p.batch)
+    q_k, d_sq_k = np.asarray(q_k, np.float64), np.asarray(d_sq_k, np.float64)
+    return {
+        "q": q_k.mean(axis=1),
+        "d": np.sqrt(d_sq_k.mean(axis=1)),
+        "g": np.asarray(g, np.float64),
+        # Sampling error (delta method) of log10 q_L/q_1 and log10 d_1/d_L over the ensemble.
+        "se_log10_q": float(np.hypot(_se_log10(q_k[-1]), _se_log10(q_k[0]))),
+        "se_log10_d": float(0.5 * _se_log10(d_sq_k[0])),
+    }
+
+
+def _se_log10(x: np.ndarray) -> float:
+    """Standard error of ``log10(mean(x))`` over the ensemble (delta method)."""
+    m = float(np.mean(x))
+    if len(x) < 2 or not (math.isfinite(m) and m > 0):
+        return math.nan
+    return float(np.std(x, ddof=1) / (math.sqrt(len(x)) * m * math.log(10)))
+
+
+def sigma2(init_name: str, activation: str, p: Params) -> float:
+    """``fan_in * Var(W_ij)`` of the initializer (square ``width x width`` weights)."""
+    return {
+        "normal": float(p.width),
+        "small_uniform": p.width * p.uniform_scale**2 / 3,
+        "lecun": 1.0,
+        "xavier": 1.0,
+        "he": 2.0,
+        "orthogonal": orthogonal_gain(activation, p) ** 2,
+    }[init_name]
+
+
+_NP_ACT = {
+    "sigmoid": (
+        lambda z: 1 / (1 + np.exp(-z)),
+        lambda z: np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))) ** 2,
+    ),
+    "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
+    "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0) * 1.0),
+}
+
+
+def mean_field(activation: str, s2: float, depth: int) -> dict[str, float]:
+    """Infinite-width ``log10 q_L / q_1`` and ``log10 d_1 / d_L`` for inputs ``N(0, I)``.
+
+    ``q_1 = s2``, ``q_{l+1} = s2 E[act(z)^2]`` and the squared signal gains
+    ``s2 E[act'(z)^2]`` per layer, ``z ~ N(0, q_l)`` (LeCun 1998; Glorot & Bengio 2010; He et
+    al. 2015; Poole et al. 2016).
+    """
+    f, df = _NP_ACT[activation]
+    q = s2
+    q1 = q
+    log_d = 0.0
+    for _ in range(depth - 1):
+        log_d += 0.5 * math.log10(max(s2 * gauss_expect(lambda t: df(t) ** 2, q), 1e-300))
+        q = s2 * gauss_expect(lambda t: f(t) ** 2, q)
+    return {"log10_q_ratio": math.log10(q / q1), "log10_d_ratio": log_d}
 
 
 def _log_ratio(a: float, b: float) -> float:
@@ -188,13 +256,16 @@ def _log_ratio(a: float, b: float) -> float:
     return math.log10(a / b)
 
 
-def classify(fwd_log: float, bwd_log: float, factor: float) -> str:
-    """'holds' if both log10 ratios are within log10(factor); else the worse one's direction."""
+def classify(fwd_log: float, bwd_log: float, factor: float, se: tuple = (0.0, 0.0)) -> str:
+    """'holds' if both log10 ratios are within log10(factor), widened by twice each one's
+    sampling error ``se`` (an ensemble of finite-width nets scatters around the expectation);
+    else the worse one's direction."""
     lim = math.log10(factor)
     vals = [v for v in (fwd_log, bwd_log) if not math.isnan(v)]
     if len(vals) < 2:
         return "undefined"
-    if all(abs(v) <= lim for v in vals):
+    tol = [lim + 2 * (e if math.isfinite(e) else 0.0) for e in se]
+    if all(abs(v) <= t for v, t in zip((fwd_log, bwd_log), tol, strict=True)):
         return "holds"
     worst = max(vals, key=abs)
     return "explodes" if worst > 0 else "vanishes"
@@ -213,9 +284,10 @@ def run(params: Params, ctx) -> dict:
             base[init_name] = sample_weights(init_name, p, ctx.fold(f"w/{init_name}"))
         w = for_activation(base[init_name], init_name, activation, p)
         m = measure(activation, w, p, ctx.fold("inputs"))
-        q, g = m["q"], m["g"]
+        q, d, g = m["q"], m["d"], m["g"]
         fwd = _log_ratio(q[-1], q[0])
-        bwd = _log_ratio(g[0], g[-1])
+        bwd = _log_ratio(d[0], d[-1])
+        mf = mean_field(activation, sigma2(init_name, activation, p), p.depth)
         stats = diagnostics.LayerStats(
             act_mean=np.zeros_like(q),
             act_var=q,
@@ -234,19 +306,30 @@ def run(params: Params, ctx) -> dict:
                 "q_first": float(q[0]),
                 "q_last": float(q[-1]),
                 "log10_q_ratio": fwd,
+                "mf_log10_q_ratio": mf["log10_q_ratio"],
+                "log10_d_ratio": bwd,
+                "mf_log10_d_ratio": mf["log10_d_ratio"],
                 "g_first": float(g[0]),
                 "g_last": float(g[-1]),
-                "log10_g_ratio": bwd,
-                "outcome": classify(fwd, bwd, p.hold_factor),
+                "log10_g_ratio": _log_ratio(g[0], g[-1]),
+                "se_log10_q": m["se_log10_q"],
+                "se_log10_d": m["se_log10_d"],
+                "outcome": classify(fwd, bwd, p.hold_factor, (m["se_log10_q"], m["se_log10_d"])),
                 "diagnostics_verdict": f"{v.status}" + (f" ({v.signal})" if v.signal else ""),
             }
         )
         ctx.log(
-            f"{activation}+{init_name}: log10 q_L/q_1 = {fwd:+.2f}, log10 g_1/g_L = {bwd:+.2f}"
+            f"{activation}+{init_name}: log10 q_L/q_1 = {fwd:+.2f}, log10 d_1/d_L = {bwd:+.2f}"
             f" -> {rows[-1]['outcome']}"
         )
         curves.append(
-            {"activation": activation, "initializer": init_name, "q": q.tolist(), "g": g.tolist()}
+            {
+                "activation": activation,
+                "initializer": init_name,
+                "q": q.tolist(),
+                "d": d.tolist(),
+                "g": g.tolist(),
+            }
         )
 
     def order(row):
@@ -259,7 +342,131 @@ def run(params: Params, ctx) -> dict:
         summary[f"{row['activation']}+{row['initializer']}"] = row["outcome"]
     summary["pairs_holding"] = sum(r["outcome"] == "holds" for r in rows)
     summary["pairs"] = len(rows)
-    return {"tables": {"pairs": rows}, "summary": summary, "curves": curves}
+    checks = [c.row() for c in evaluate(rows, p)]
+    summary["verdict"] = overall(c["passed"] for c in checks)
+    return {
+        "tables": {"pairs": rows, "claims": checks},
+        "summary": summary,
+        "claims": checks,
+        "curves": curves,
+    }
+
+
+# A measured log10 ratio matches the mean-field one within this many decades (x3, two-sided):
+# the ensemble RMS of width-256 networks sits within a few tens of percent of it.
+MF_DECADES = math.log10(3.0)
+
+
+def _pairs(rows: list[dict], acts, inits) -> list[dict]:
+    return [r for r in rows if r["activation"] in acts and r["initializer"] in inits]
+
+
+def _finite(v) -> float:
+    return float(v) if v is not None and math.isfinite(v) else 0.0
+
+
+def _fmt_log(v: float | None) -> str:
+    if v is None or not math.isfinite(v):
+        return "non-finite"
+    return f"10^{v:+.1f}"
+
+
+def evaluate(rows: list[dict], p: Params) -> list[Check]:
+    """The claims, each on the per-example back-propagated signal ``d`` and the variance ``q``.
+
+    A claim whose pairs were not run is "not tested".
+    """
+    lim = math.log10(p.hold_factor)
+    out = []
+
+    def add(name, claim, paper, picked, passed_fn, measured_fn, criterion):
+        out.append(
+            Check(
+                name,
+                claim,
+                paper,
+                "; ".join(measured_fn(r) for r in picked) if picked else "(not run)",
+                all(passed_fn(r) for r in picked) if picked else None,
+                criterion,
+            )
+        )
+
+    def both(r):
+        return (
+            f"{r['activation']}+{r['initializer']}: q {_fmt_log(r['log10_q_ratio'])}, "
+            f"d {_fmt_log(r['log10_d_ratio'])}"
+        )
+
+    def near_mf(r):
+        return all(
+            math.isfinite(r[k])
+            and abs(r[k] - r[f"mf_{k}"]) <= MF_DECADES + 2 * _finite(r.get(f"se_{k[:-6]}"))
+            for k in ("log10_q_ratio", "log10_d_ratio")
+        )
+
+    add(
+        "he_relu_holds",
+        "Var[W] = 2/fan_in keeps a ReLU net's forward variance and back-propagated signal",
+        "q_L/q_1 = 1, d_1/d_L = 1",
+        _pairs(rows, ["relu"], ["he"]),
+        lambda r: r["outcome"] == "holds",
+        both,
+        f"|log10 q_L/q_1| and |log10 d_1/d_L| <= log10 {p.hold_factor:g} + 2 x their "
+        "ensemble standard errors",
+    )
+    add(
+        "relu_var1_halves",
+        "with Var[W] = 1/fan_in (LeCun, Xavier) a ReLU loses half the variance per layer",
+        f"q: 2^-{p.depth - 1} = 10^{-(p.depth - 1) * math.log10(2):.1f}, "
+        f"d: 2^-{(p.depth - 1) / 2:g}",
+        _pairs(rows, ["relu"], ["lecun", "xavier"]),
+        near_mf,
+        both,
+        "both log10 ratios within log10 3 (+ 2 ensemble standard errors) of the mean-field "
+        "values, two-sided",
+    )
+    add(
+        "tanh_power_law",
+        "tanh with Var[W] = 1/fan_in: q decays slowly (a power law, not geometrically)",
+        "mean-field: q ~ 1/(2l) (see the table)",
+        _pairs(rows, ["tanh"], ["lecun", "xavier"]),
+        lambda r: near_mf(r) and r["log10_q_ratio"] < -lim,
+        both,
+        "q_L/q_1 below 1/hold and both ratios within log10 3 (+ 2 s.e.) of mean field",
+    )
+    add(
+        "sigmoid_scaled_vanishes",
+        "sigmoid (slope <= 1/4) loses the back-propagated signal with every scaled initializer",
+        "d_1/d_L <= (sigma_w / 4)^(L-1)",
+        _pairs(rows, ["sigmoid"], ["lecun", "xavier", "he", "orthogonal"]),
+        lambda r: r["log10_d_ratio"] < -lim,
+        both,
+        f"log10 d_1/d_L < -log10 {p.hold_factor:g}",
+    )
+    add(
+        "normal_breaks",
+        "N(0, 1) weights saturate sigmoid/tanh and blow up ReLU: no pair holds",
+        "q_1 ~ width; ReLU q x width/2 per layer",
+        _pairs(rows, ALL_ACTIVATIONS, ["normal"]),
+        lambda r: (
+            r["outcome"] != "holds" and (r["activation"] != "relu" or r["log10_q_ratio"] > lim)
+        ),
+        both,
+        "outcome is not 'holds' (and ReLU's forward variance explodes)",
+    )
+    add(
+        "small_uniform_vanishes",
+        "tiny uniform weights make the back-propagated signal vanish geometrically",
+        f"d_1/d_L ~ (width a^2/3 E[act'^2])^((L-1)/2), a = {p.uniform_scale:g}",
+        _pairs(rows, ALL_ACTIVATIONS, ["small_uniform"]),
+        lambda r: (
+            r["log10_d_ratio"] < -lim
+            and abs(r["log10_d_ratio"] - r["mf_log10_d_ratio"]) <= MF_DECADES
+        ),
+        both,
+        "d vanishes and matches mean field within log10 3",
+    )
+    return out
 
 
 # ----------------------------------------------------------------------------- plots, report
@@ -283,14 +490,15 @@ def plot(results: dict, params: Params) -> dict:
     rows = results["tables"]["pairs"]
     figs = {}
     fig = Figure(
-        figsize=(4.2 + 1.6 * len(p.initializers), 1.4 + 1.1 * len(p.activations)),
+        figsize=(6.0 + 2.4 * len(p.initializers), 1.4 + 1.1 * len(p.activations)),
         layout="constrained",
     )
-    axes = fig.subplots(1, 2)
+    axes = fig.subplots(1, 3)
     lim = math.log10(p.hold_factor)
     for ax, key, title in (
         (axes[0], "log10_q_ratio", "forward: log10 q_L / q_1"),
-        (axes[1], "log10_g_ratio", "backward: log10 g_1 / g_L"),
+        (axes[1], "log10_d_ratio", "backward signal: log10 d_1 / d_L"),
+        (axes[2], "log10_g_ratio", "weight gradient (not judged): log10 g_1 / g_L"),
     ):
         grid = _grid(rows, key, p)
         # Colour saturates at 5 decades; the numbers in the cells are the real ratios.
@@ -308,7 +516,7 @@ def plot(results: dict, params: Params) -> dict:
             for j in range(grid.shape[1]):
                 v = grid[i, j]
                 txt = "nan" if np.isnan(v) else ("inf" if np.isinf(v) else f"{v:+.1f}")
-                ok = np.isfinite(v) and abs(v) <= lim
+                ok = np.isfinite(v) and abs(v) <= lim and key != "log10_g_ratio"
                 ax.text(
                     j,
                     i,
@@ -324,15 +532,16 @@ def plot(results: dict, params: Params) -> dict:
 
     for key, ylabel, name in (
         ("q", "pre-activation variance q_l", "variance_by_layer"),
-        ("g", "per-example gradient norm g_l", "gradnorm_by_layer"),
+        ("d", "back-propagated signal d_l = ||dl/dh_l||", "signal_by_layer"),
+        ("g", "per-example weight-gradient norm g_l", "gradnorm_by_layer"),
     ):
         fig = Figure(figsize=(4.0 * len(p.activations), 3.6), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(1, len(p.activations), sharey=False))
+        axes = np.atleast_1d(fig.subplots(1, len(p.activations), sharey=True))
         for ax, act in zip(axes, p.activations, strict=True):
             for c in results["curves"]:
                 if c["activation"] != act:
                     continue
-                y = np.array([np.nan if v is None else v for v in c[key]], float)
+                y = floats(c.get(key))
                 y = np.where(y > 0, y, np.nan)
                 ax.semilogy(np.arange(1, len(y) + 1), y, label=INIT_LABELS[c["initializer"]])
             ax.set_title(act)
@@ -347,59 +556,50 @@ def plot(results: dict, params: Params) -> dict:
 def report(results: dict, params: Params) -> str:
     p = params
     rows = results["tables"]["pairs"]
-    by = {(r["activation"], r["initializer"]): r for r in rows}
-    lines = [
-        "## What was run",
-        "",
-        f"For each activation in {p.activations} and initializer in {p.initializers}: "
-        f"{p.n_nets} networks of depth {p.depth} and width {p.width} without biases, on "
-        f"{p.batch} standard-normal inputs each ({p.dtype}). Forward signal: the "
-        f"pre-activation variance q_l = E[z_l^2]; backward signal: the RMS per-example "
-        f"gradient norm g_l of W_l for a random linear read-out. A pair *holds* when "
-        f"q_L/q_1 and g_1/g_L are both within a factor {p.hold_factor:g}.",
-        "",
-        "## The published claim",
-        "",
+    table = [
+        "| pair | log10 q_L/q_1 | mean field | log10 d_1/d_L | mean field | log10 g_1/g_L "
+        "(not judged) | outcome |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        table.append(
+            f"| {r['activation']}+{r['initializer']} | {_num(r['log10_q_ratio'])} | "
+            f"{_num(r['mf_log10_q_ratio'])} | {_num(r['log10_d_ratio'])} | "
+            f"{_num(r['mf_log10_d_ratio'])} | {_num(r['log10_g_ratio'])} | {r['outcome']} |"
+        )
+    published = (
         "Var[W] = 2/fan_in (He et al. 2015) keeps the variance of ReLU pre-activations and of "
-        "the backpropagated signal constant with depth. Var[W] = 1/fan_in (LeCun 1998) and "
+        "the back-propagated signal constant with depth. Var[W] = 1/fan_in (LeCun 1998) and "
         "2/(fan_in + fan_out) (Glorot & Bengio 2010; the same for square layers) suit tanh "
-        "near its linear regime, but tanh's saturation still makes q_l decay slowly (a power "
-        "law, not geometrically), and a ReLU loses half the variance per layer with them. "
-        "Sigmoid (slope <= 1/4, mean 1/2) loses the backward signal with every scaled "
-        "initializer. N(0, 1) weights saturate sigmoid and tanh (q_1 ~ width) and blow up ReLU; "
-        "tiny uniform weights make the signal vanish geometrically.",
-        "",
-        "## What this run measured",
-        "",
-    ]
-    holding = [f"{a}+{i}" for (a, i), r in by.items() if r["outcome"] == "holds"]
-    lines.append(f"Pairs that hold: {', '.join(holding) or 'none'} ({len(holding)}/{len(rows)}).")
-    he = by.get(("relu", "he"))
-    if he is not None:
-        lines.append(
-            f"He + ReLU: q_L/q_1 = {10 ** he['log10_q_ratio']:.3g}, g_1/g_L = "
-            f"{10 ** he['log10_g_ratio']:.3g} -> {he['outcome']}."
-        )
-    sn = by.get(("sigmoid", "normal"))
-    if sn is not None:
-        lines.append(
-            f"sigmoid + N(0, 1): q_1 = {sn['q_first']:.3g} (saturated: the input variance is 1), "
-            f"q_L/q_1 = {10 ** sn['log10_q_ratio']:.3g}, g_1/g_L = "
-            f"{_pow10(sn['log10_g_ratio'])} -> {sn['outcome']}."
-        )
-    agree = he is not None and he["outcome"] == "holds" and (sn is None or sn["outcome"] != "holds")
-    lines += [
-        "",
-        f"Agreement with the claim: **{'yes' if agree else 'see the table'}** (He + ReLU holds"
-        + (", sigmoid + N(0, 1) does not" if sn is not None else "")
-        + "). Finite width makes q_l of one network a random walk in log scale "
-        "(std of order sqrt(5 L / width), about 1 at L = 50, width 256); the mean over the "
-        f"{p.n_nets} networks is the expectation the theory predicts.",
-    ]
-    return "\n".join(lines)
+        "near its linear regime, though tanh's saturation makes q_l decay slowly (a power "
+        "law), and a ReLU loses half the variance per layer with them. Sigmoid (slope <= 1/4) "
+        "loses the backward signal with every scaled initializer. N(0, 1) weights saturate "
+        "sigmoid and tanh and blow up ReLU; tiny uniform weights make the signal vanish."
+    )
+    setup = (
+        f"Activations {p.activations} x initializers {p.initializers}: {p.n_nets} networks of "
+        f"depth {p.depth} and width {p.width} without biases, {p.batch} standard-normal inputs "
+        f"each ({p.dtype}). q_l = E[z_l^2]; d_l = RMS over examples of the per-example "
+        f"back-propagated signal ||dl_b/dh_l|| for a random linear read-out (the backward "
+        f"verdict's quantity); g_l = RMS per-example weight-gradient norm (reported only). A "
+        f"pair *holds* when q_L/q_1 and d_1/d_L are both within a factor {p.hold_factor:g}. "
+        f"'mean field': the infinite-width variance recursion for the same pair.\n\n"
+        + "\n".join(table)
+    )
+    notes = (
+        "For ReLU the weight-gradient ratio g_1/g_L stays near 1 for every scaled "
+        "initializer: g_l ~ ||h_{l-1}|| d_l and ReLU is positively homogeneous, so a shrinking "
+        "forward pass and a shrinking backward signal cancel in it (Xavier: d_1/d_L = "
+        f"2^-{(p.depth - 1) / 2:g} while g_1/g_L ~ 1). Finite width makes one network's q_l a "
+        "random walk in log scale (std ~ sqrt(5 L / width)); the RMS over the ensemble is the "
+        "expectation the theory predicts."
+    )
+    return claims_section(published, setup, results["claims"], notes)
 
 
-def _pow10(v) -> str:
-    if v is None or not math.isfinite(v):
-        return "non-finite"
-    return f"{10**v:.3g}"
+def _num(v) -> str:
+    if v is None:
+        return "–"
+    if not math.isfinite(v):
+        return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
+    return f"{v:+.2f}"
