@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 import chainrule as cr
 from chainrule import diagnostics, nets
 
+from ._common import Check, claims_section, overall, within
+
 DESCRIPTION = (
     "He et al. 2015: a deep plain ReLU MLP trained from He vs Xavier vs naive init: He "
     "converges, Xavier stalls"
@@ -48,7 +50,18 @@ LABELS = {
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    depth: int = Field(30, ge=2, le=500, description="number of weight layers")
+    depths: list[int] = Field(
+        default_factory=lambda: [22, 30],
+        min_length=1,
+        description="numbers of weight layers (each 2..500); He et al.'s Fig. 2 is 22 layers "
+        "(both inits converge, He's earlier), Fig. 3 is 30 (Xavier stalls)",
+    )
+    converge_frac: float = Field(
+        0.5, gt=0, lt=1, description="converged: final loss < converge_frac x chance"
+    )
+    stall_frac: float = Field(
+        0.8, gt=0, lt=1, description="stalled: final loss > stall_frac x chance"
+    )
     width: int = Field(64, ge=2, le=4096, description="hidden units")
     in_dim: int = Field(16, ge=1)
     classes: int = Field(4, ge=2)
@@ -63,6 +76,9 @@ class Params(BaseModel):
 
     @model_validator(mode="after")
     def _steps_multiple(self) -> Params:
+        bad = [d for d in self.depths if not 2 <= d <= 500]
+        if bad:
+            raise ValueError(f"depths {bad} must each be in 2..500")
         if self.steps % self.eval_every:
             raise ValueError(
                 f"steps ({self.steps}) must be a multiple of eval_every ({self.eval_every}); "
@@ -99,19 +115,23 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def run(params: Params, ctx) -> dict:
+def train_depth(p: Params, ctx, depth: int) -> tuple[list, list, list]:
+    """Every initializer at one depth: table rows, loss curves and per-layer statistics.
+
+    All initializations train in one compiled program (``vmap``), on the same data,
+    minibatches and weight key.
+    """
     import optax
 
-    p = params
     k_data, k_teacher, k_net, k_batches = (
         ctx.fold("data"),
         ctx.fold("teacher"),
-        ctx.fold("net"),
+        ctx.fold(f"net/{depth}"),
         ctx.fold("batches"),
     )
     x = jax.random.normal(k_data, (p.n_train, p.in_dim), jnp.float32)
     y = jnp.argmax(x @ jax.random.normal(k_teacher, (p.in_dim, p.classes)), axis=-1)
-    sizes = [p.in_dim] + [p.width] * (p.depth - 1) + [p.classes]
+    sizes = [p.in_dim] + [p.width] * (depth - 1) + [p.classes]
     # The same key for every initializer: the nets differ only by the weights' distribution.
     # Eagerly: op-by-op dispatch re-uses the few per-shape kernels across initializers,
     # where a jit of the whole init would compile one large program per initializer.
@@ -141,7 +161,7 @@ def run(params: Params, ctx) -> dict:
         (final, _), (loss, acc, gnorm) = jax.lax.scan(chunk, (params0, state), keys)
         return final, loss, acc, gnorm, _xent(nets.mlp_apply(params0, x, "relu"), y)
 
-    ctx.log(f"training {len(p.inits)} initializations x {p.steps} steps (one compiled program)")
+    ctx.log(f"depth {depth}: {len(p.inits)} initializations x {p.steps} steps (one program)")
     final, loss, acc, gnorm, loss0 = jax.jit(jax.vmap(train))(stacked)
 
     rows, curves, layers = [], [], []
@@ -152,12 +172,16 @@ def run(params: Params, ctx) -> dict:
         lc = np.asarray(loss[j], np.float64)
         tail = lc[-max(1, len(lc) // 10) :]
         final_loss = float(np.mean(tail)) if np.all(np.isfinite(tail)) else math.inf
+        below = np.nonzero(np.isfinite(lc) & (lc < p.converge_frac * chance))[0]
         rows.append(
             {
+                "depth": depth,
                 "init": name,
                 "initial_loss": _finite(float(loss0[j])),
                 "final_loss": _finite(final_loss),
                 "final_accuracy": _finite(float(np.mean(np.asarray(acc[j])[-len(tail) :]))),
+                # first evaluation below the convergence threshold (None: never)
+                "steps_to_converge": int((below[0] + 1) * p.eval_every) if below.size else None,
                 "grad_norm_first_layer_at_init": _finite(float(stats0.grad_norm[0])),
                 "grad_norm_last_layer_at_init": _finite(float(stats0.grad_norm[-1])),
                 "act_var_last_hidden_at_init": _finite(float(stats0.act_var[-2])),
@@ -166,6 +190,7 @@ def run(params: Params, ctx) -> dict:
         )
         curves.append(
             {
+                "depth": depth,
                 "init": name,
                 "step": [(i + 1) * p.eval_every for i in range(n_evals)],
                 "loss": [_finite(v) for v in lc.tolist()],
@@ -174,29 +199,92 @@ def run(params: Params, ctx) -> dict:
         )
         layers.append(
             {
+                "depth": depth,
                 "init": name,
                 "grad_norm_at_init": [_finite(v) for v in stats0.grad_norm.tolist()],
                 "act_var_at_init": [_finite(v) for v in stats0.act_var.tolist()],
                 "grad_norm_final_step": [_finite(float(v)) for v in np.asarray(gnorm[j, -1])],
             }
         )
+    return rows, curves, layers
+
+
+def run(params: Params, ctx) -> dict:
+    p = params
+    rows, curves, layers = [], [], []
+    for depth in ctx.progress(p.depths, total=len(p.depths), desc="depths"):
+        r, c, lay = train_depth(p, ctx, depth)
+        rows += r
+        curves += c
+        layers += lay
+    chance = math.log(p.classes)
     summary: dict = {"chance_loss": chance}
     for r in rows:
-        summary[f"{r['init']}.final_loss"] = r["final_loss"]
-    summary["agrees"] = _agrees(rows, chance)
-    return {"tables": {"training": rows}, "summary": summary, "curves": curves, "layers": layers}
+        summary[f"{r['depth']}.{r['init']}.final_loss"] = r["final_loss"]
+    checks = claim_checks(rows, p)
+    for c in checks:
+        summary[f"{c.name}.verdict"] = c.verdict
+    summary["verdict"] = overall(c.passed for c in checks)
+    return {
+        "tables": {"training": rows, "claims": [c.row() for c in checks]},
+        "summary": summary,
+        "curves": curves,
+        "layers": layers,
+    }
 
 
-def _agrees(rows: list[dict], chance: float) -> bool | None:
-    """He's final loss is below half of Xavier's, and Xavier's stays above 0.8 x chance
-    (stalled). None when either was not run."""
-    by = {r["init"]: r for r in rows}
-    if "he" not in by or "xavier" not in by:
-        return None
-    he, xa = by["he"]["final_loss"], by["xavier"]["final_loss"]
-    if he is None:
-        return False
-    return bool(xa is None or (he < 0.5 * xa and xa > 0.8 * chance))
+def _fl(v) -> str:
+    return "non-finite" if v is None else f"{v:.3g}"
+
+
+def claim_checks(rows: list[dict], p: Params) -> list[Check]:
+    """He et al.'s two claims, on the final training loss against chance ``log(classes)``.
+
+    At the deepest depth run (Fig. 3, 30 layers): He converges (final loss below
+    ``converge_frac`` x chance) while Xavier stalls (above ``stall_frac`` x chance) -- both
+    halves must hold. At the shallowest depth, when it is below the deepest (Fig. 2, 22
+    layers): both converge, and He gets there first (its first evaluation below the threshold
+    comes no later than Xavier's).
+    """
+    chance = math.log(p.classes)
+    by = {(r["depth"], r["init"]): r for r in rows}
+    depths = sorted({r["depth"] for r in rows})
+    out: list[Check] = []
+    conv, stall = p.converge_frac * chance, p.stall_frac * chance
+    deep = depths[-1]
+    if (deep, "he") in by and (deep, "xavier") in by:
+        he, xa = by[deep, "he"]["final_loss"], by[deep, "xavier"]["final_loss"]
+        out.append(
+            Check(
+                f"he_converges_xavier_stalls_{deep}",
+                f"{deep}-layer plain ReLU net: He init converges, Xavier does not learn",
+                "He converges; Xavier stays at chance (Fig. 3, 30 layers)",
+                f"final loss He {_fl(he)}, Xavier {_fl(xa)} (chance {chance:.3g})",
+                within(he, 0, conv) and xa is not None and within(xa, stall),
+                f"He < {p.converge_frac:g} x chance and finite Xavier > {p.stall_frac:g} x chance",
+            )
+        )
+    shallow = depths[0]
+    if shallow < deep and (shallow, "he") in by and (shallow, "xavier") in by:
+        he, xa = by[shallow, "he"], by[shallow, "xavier"]
+        th, tx = he["steps_to_converge"], xa["steps_to_converge"]
+        out.append(
+            Check(
+                f"both_converge_he_first_{shallow}",
+                f"{shallow}-layer plain ReLU net: both inits converge, He's earlier",
+                "both converge, He starts reducing the error earlier (Fig. 2, 22 layers)",
+                f"final loss He {_fl(he['final_loss'])}, Xavier {_fl(xa['final_loss'])}; "
+                f"steps to < {p.converge_frac:g} x chance: He {th}, Xavier {tx}",
+                within(he["final_loss"], 0, conv)
+                and within(xa["final_loss"], 0, conv)
+                and th is not None
+                and tx is not None
+                and th <= tx,
+                f"both final losses < {p.converge_frac:g} x chance and He's first step below "
+                "it <= Xavier's",
+            )
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------- plots, report
@@ -206,50 +294,67 @@ def _arr(v) -> np.ndarray:
     return np.array([np.nan if t is None else t for t in v], float)
 
 
+#: Xavier is drawn thick and dashed above the others: N(0, small) sits on the same chance
+#: plateau and would otherwise hide it.
+STYLES = {
+    "he": {"color": "C0", "lw": 1.6, "zorder": 3},
+    "xavier": {"color": "C1", "lw": 2.6, "ls": "--", "zorder": 4},
+    "naive_normal": {"color": "C2", "lw": 1.2, "zorder": 2},
+    "naive_small": {"color": "C3", "lw": 1.0, "ls": ":", "zorder": 5},
+}
+
+
 def plot(results: dict, params: Params) -> dict:
     from matplotlib.figure import Figure
 
+    from ._common import share_y
+
     p = params
     figs = {}
-    fig = Figure(figsize=(9.5, 3.6), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for k, c in enumerate(results["curves"]):
-        axes[0].plot(c["step"], _arr(c["loss"]), color=f"C{k}", label=LABELS[c["init"]])
-        axes[1].plot(c["step"], _arr(c["accuracy"]), color=f"C{k}")
-    axes[0].axhline(math.log(p.classes), color="k", lw=0.8, ls=":", label="chance")
-    axes[0].set_ylabel("training loss (full training set)")
-    axes[0].set_yscale("log")
-    axes[1].set_ylabel("training accuracy")
-    for ax in axes:
-        ax.set_xlabel("SGD step")
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
+    nd = len(p.depths)
+    fig = Figure(figsize=(4.6 * nd, 6.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(2, nd, squeeze=False))
+    for col, depth in enumerate(p.depths):
+        for c in (c for c in results["curves"] if c["depth"] == depth):
+            st = STYLES[c["init"]]
+            axes[0, col].plot(c["step"], _arr(c["loss"]), label=LABELS[c["init"]], **st)
+            axes[1, col].plot(c["step"], _arr(c["accuracy"]), **st)
+        axes[0, col].axhline(math.log(p.classes), color="k", lw=0.8, ls=":", label="chance")
+        axes[0, col].set_yscale("log")
+        axes[0, col].set_title(f"{depth} layers", fontsize=10)
+        axes[1, col].set_xlabel("SGD step")
+        for ax in axes[:, col]:
+            ax.grid(True, alpha=0.3)
+    axes[0, 0].set_ylabel("training loss (full training set)")
+    axes[1, 0].set_ylabel("training accuracy")
+    axes[0, 0].legend(fontsize=8)
+    share_y(axes[0])
+    share_y(axes[1])
     fig.suptitle(
-        f"{p.depth}-layer ReLU MLP, width {p.width}, SGD lr {p.lr:g} momentum "
-        f"{p.momentum:g} (non-finite points are not drawn)"
+        f"plain ReLU MLPs, width {p.width}, SGD lr {p.lr:g} momentum {p.momentum:g} "
+        "(non-finite points are not drawn; Xavier dashed)"
     )
     figs["loss_curves"] = fig
 
-    fig = Figure(figsize=(9.5, 3.6), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for k, lay in enumerate(results["layers"]):
-        for ax, key in ((axes[0], "grad_norm_at_init"), (axes[1], "grad_norm_final_step")):
-            y = _arr(lay[key])
+    fig = Figure(figsize=(4.6 * nd, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, nd, squeeze=False)[0])
+    for ax, depth in zip(axes, p.depths, strict=True):
+        for lay in (x for x in results["layers"] if x["depth"] == depth):
+            y = _arr(lay["grad_norm_at_init"])
             ax.semilogy(
                 np.arange(1, len(y) + 1),
                 np.where(y > 0, y, np.nan),
-                "o-",
+                marker="o",
                 ms=3,
-                color=f"C{k}",
                 label=LABELS[lay["init"]],
+                **STYLES[lay["init"]],
             )
-    axes[0].set_title("at initialization (diagnostics.layer_stats)")
-    axes[1].set_title("at the last training step (minibatch)")
-    for ax in axes:
+        ax.set_title(f"{depth} layers, at initialization", fontsize=10)
         ax.set_xlabel("layer")
-        ax.set_ylabel("||dL/dW_l||")
         ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("||dL/dW_l|| (diagnostics.layer_stats)")
     axes[0].legend(fontsize=8)
+    share_y(axes)
     figs["grad_norm_by_layer"] = fig
     return figs
 
@@ -257,55 +362,42 @@ def plot(results: dict, params: Params) -> dict:
 def report(results: dict, params: Params) -> str:
     p = params
     rows = results["tables"]["training"]
-    by = {r["init"]: r for r in rows}
     chance = math.log(p.classes)
-
-    def f(v):
-        return "diverged (non-finite)" if v is None else f"{v:.3g}"
-
-    lines = [
-        "## What was run",
-        "",
-        f"A {p.depth}-layer ReLU MLP (width {p.width}, zero biases) on a {p.classes}-class "
-        f"synthetic task ({p.n_train} Gaussian inputs in R^{p.in_dim}, labels from a random "
-        f"linear teacher), trained {p.steps} steps with SGD (lr {p.lr:g}, momentum "
-        f"{p.momentum:g}, batch {p.batch}) from each of: "
-        f"{', '.join(LABELS[i] for i in p.inits)}. Same data, minibatches and weight key "
-        "for every initializer.",
-        "",
-        "## The published claim",
-        "",
-        "He, Zhang, Ren & Sun (2015), *Delving deep into rectifiers* (Sec. 2.2, Fig. 3): a "
-        "30-layer plain ReLU network initialized with Var[W] = 2/fan_in converges, while the "
-        'Xavier-initialized one stalls ("does not converge at all"): each ReLU layer halves '
-        "the variance, so the gradients reaching the first layers are vanishingly small.",
-        "",
-        "## What this run measured",
-        "",
-        f"Chance loss log({p.classes}) = {chance:.3f}.",
-        "",
-    ]
+    published = (
+        "He, Zhang, Ren & Sun (2015), *Delving deep into rectifiers* (Sec. 2.2): a 22-layer "
+        "plain ReLU network converges from both their init (Var[W] = 2/fan_in) and Xavier's, "
+        "theirs starting to reduce the error earlier (Fig. 2); at 30 layers theirs converges "
+        "while the Xavier-initialized one does not learn at all (Fig. 3): each ReLU layer "
+        "halves the variance, so the gradients reaching the first layers are vanishingly small."
+    )
+    setup = (
+        f"Plain ReLU MLPs with {p.depths} weight layers (width {p.width}, zero biases) on a "
+        f"{p.classes}-class synthetic task ({p.n_train} Gaussian inputs in R^{p.in_dim}, labels "
+        f"from a random linear teacher; chance loss log({p.classes}) = {chance:.3f}), trained "
+        f"{p.steps} steps with SGD (lr {p.lr:g}, momentum {p.momentum:g}, batch {p.batch}) "
+        f"from each of: {', '.join(LABELS[i] for i in p.inits)}. Same data, minibatches and "
+        "weight key for every initializer. Converged: final loss (mean of the last 10% of "
+        f"evaluations) < {p.converge_frac:g} x chance; stalled: > {p.stall_frac:g} x chance."
+    )
+    lines = [claims_section(published, setup, results["tables"]["claims"]), ""]
+    lines += ["## Every run", ""]
     for r in rows:
         lines.append(
-            f"- {LABELS[r['init']]}: loss {f(r['initial_loss'])} -> {f(r['final_loss'])}, "
-            f"accuracy {f(r['final_accuracy'])}; gradient norm at init: first layer "
-            f"{f(r['grad_norm_first_layer_at_init'])}, last layer "
-            f"{f(r['grad_norm_last_layer_at_init'])}."
+            f"- {r['depth']} layers, {LABELS[r['init']]}: loss {_fl(r['initial_loss'])} -> "
+            f"{_fl(r['final_loss'])}, accuracy {_fl(r['final_accuracy'])}, steps to "
+            f"< {p.converge_frac:g} x chance {r['steps_to_converge']}; gradient norm at init: "
+            f"first layer {_fl(r['grad_norm_first_layer_at_init'])}, last layer "
+            f"{_fl(r['grad_norm_last_layer_at_init'])}."
         )
-    agree = results["summary"].get("agrees")
-    verdict = {True: "yes", False: "no", None: "not tested (He or Xavier not run)"}[agree]
-    lines += [
-        "",
-        f"Agreement with the claim: **{verdict}** — criterion: He's final loss is below half "
-        "of Xavier's and Xavier's stays above 0.8 x chance.",
-    ]
-    if "he" in by and "xavier" in by:
-        g_he = by["he"]["grad_norm_first_layer_at_init"]
-        g_xa = by["xavier"]["grad_norm_first_layer_at_init"]
-        if g_he and g_xa:
-            lines.append(
-                f"At initialization the first layer's gradient is {g_he / g_xa:.3g}x larger "
-                f"with He than with Xavier (theory: about 2^{(p.depth - 1) / 2:.1f} = "
-                f"{2 ** ((p.depth - 1) / 2):.3g} for the forward and backward halvings)."
-            )
+    by = {(r["depth"], r["init"]): r for r in rows}
+    for d in p.depths:
+        if (d, "he") in by and (d, "xavier") in by:
+            g_he = by[d, "he"]["grad_norm_first_layer_at_init"]
+            g_xa = by[d, "xavier"]["grad_norm_first_layer_at_init"]
+            if g_he and g_xa:
+                lines.append(
+                    f"- At {d} layers the first layer's gradient at init is {g_he / g_xa:.3g}x "
+                    f"larger with He than with Xavier (theory about 2^{(d - 1) / 2:.1f} = "
+                    f"{2 ** ((d - 1) / 2):.3g}: the forward and backward halvings)."
+                )
     return "\n".join(lines)
