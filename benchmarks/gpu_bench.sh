@@ -85,3 +85,14 @@ fi
 step "done; files in $OUT"
 ls -la "$OUT"
 [ "$BENCH_RC" -eq 0 ] && [ "$ANCHOR_RC" -eq 0 ]
+GPU_RC=$?  # the status of the suites and the anchor above
+
+# 3. Curvature (issue 18): `chainrule bench curvature --size gpu` -- a tanh MLP [64, 256, 256, 10]
+# (85k parameters), 2048 samples, float32 (TF32 matmuls: JAX's GPU default; the header says),
+# against PyHessian and hessian-eigenthings when installed (their torch runs on the CPU here);
+# the float64 reference is Lanczos at tol 1e-10 (the dense Hessian would be 58 GB).
+CURV_ARGS=(curvature)
+[ "$QUICK" = "0" ] && CURV_ARGS+=(--size gpu)
+run_suites curvature "${CURVATURE_TIMEOUT:-240}" "${CURV_ARGS[@]}"
+rm -f "$OUT/curvature.md"  # the JSON has every row; the device tool returns at most 8 files
+[ "$GPU_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ]
