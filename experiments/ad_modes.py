@@ -1,8 +1,8 @@
 """ad_modes: the cost of forward against reverse mode, of the three HVPs, and of stored residuals.
 
-Three measurements on the CPU (timings are medians of interleaved calls,
-``chainrule.bench.timing.time_alternating``; memory is XLA's own accounting,
-``jax.jit(f).lower(...).compile().memory_analysis()``, where the backend provides it):
+The experiment is a list of sections (``SECTIONS``), each a function ``(out, p, ctx) -> out``
+that adds its tables, summary entries and claim checks to ``out``; ``run`` calls them in turn,
+and ``plot`` / ``report`` do the same with ``PLOTS`` / ``REPORTS``. Sections:
 
 1. **Jacobian of f: R^N -> R^M** (a two-layer tanh map ``x -> tanh(W2 tanh(W1 x))`` with a
    hidden width ``H``) by ``cr.jacobian(mode="fwd")`` (N forward passes), ``"rev"`` (M reverse
@@ -10,7 +10,8 @@ Three measurements on the CPU (timings are medians of interleaved calls,
    ``N * M``. The theory (Griewank & Walther 2008, "Evaluating Derivatives", ch. 3-4; Baydin et
    al. 2018, JMLR 18(153), sec. 3): forward mode costs ``O(N)`` evaluations of f, reverse mode
    ``O(M)``, so forward wins for tall Jacobians (N << M), reverse for wide ones (N >> M), and
-   chunking bounds the working memory at the price of a loop.
+   chunking bounds the working memory at the price of a loop. ``auto`` compiles to the very
+   program of the mode it picks (the optimized HLO is compared), so it must time the same.
 2. **Hessian-vector products** of a scalar MLP loss of its parameters by the three compositions
    of ``cr.hvp``: fwd-over-rev, rev-over-rev, rev-over-fwd, against one gradient. Pearlmutter
    (1994, "Fast exact multiplication by the Hessian"): an HVP costs a small constant times one
@@ -20,12 +21,25 @@ Three measurements on the CPU (timings are medians of interleaved calls,
    ``jax.checkpoint`` per layer: the stored activations grow linearly with depth (Griewank &
    Walther, ch. 12: reverse mode's memory is proportional to the length of the computation);
    checkpointing keeps only each layer's input.
+4. **Chain Jacobians** (issue 20, below): the cheapest bracketing of a chain's layer Jacobians.
+
+Timing (sections 1-2): ``rounds`` rounds, each a ``time_alternating`` of every contender
+(calls interleaved, order rotating) plus a second copy of one contender's executable -- the
+same program timed twice, whose ratio is the run's **noise band**. A ratio is reported as the
+median over rounds with its range; a timing claim gets a verdict only where its margin exceeds
+the noise band (the largest factor between the two timings of one program in any round),
+is "not reproduced" where the opposite does, and "not tested" (within noise) otherwise.
+Memory is XLA's own accounting (``jax.jit(f).lower(...).compile().memory_analysis()``) and is
+deterministic.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import re
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -35,12 +49,16 @@ from pydantic import BaseModel, ConfigDict, Field
 import chainrule as cr
 from chainrule.bench.timing import time_alternating
 
+from ._common import Check, claims_section, overall
+
 DESCRIPTION = (
     "Forward vs reverse mode: Jacobian time/memory as N and M cross, the three HVPs, and "
     "reverse mode's stored residuals against depth"
 )
 
 HVP_MODES = ("fwd-over-rev", "rev-over-rev", "rev-over-fwd")
+#: The smallest noise band assumed (10%): a few rounds can agree by luck.
+MIN_NOISE = 1.1
 
 
 class Params(BaseModel):
@@ -54,9 +72,15 @@ class Params(BaseModel):
     hidden: int = Field(256, ge=1, description="hidden width H of the two-layer map")
     chunk_size: int = Field(16, ge=1, description="basis vectors per chunk (chunked modes)")
     reps: int = Field(15, ge=1, description="timed repetitions per contender (interleaved)")
+    rounds: int = Field(
+        5, ge=2, description="rounds the repetitions are split into (the spread is across rounds)"
+    )
     hvp_width: int = Field(128, ge=1, description="width of the MLP whose loss the HVP uses")
     hvp_depth: int = Field(4, ge=1, description="layers of that MLP")
     hvp_batch: int = Field(64, ge=1, description="batch of the MLP loss")
+    hvp_max_ratio: float = Field(
+        10.0, gt=1, description="an HVP within this many gradients is 'a small constant'"
+    )
     residual_depths: list[int] = Field(
         default_factory=lambda: [1, 2, 4, 8, 16, 32], min_length=2, description="MLP depths"
     )
@@ -68,7 +92,7 @@ class Params(BaseModel):
 
 
 # ----------------------------------------------------------------------------------------------
-# XLA's memory accounting
+# XLA's memory accounting and program identity
 # ----------------------------------------------------------------------------------------------
 
 
@@ -91,6 +115,110 @@ def xla_memory(exe) -> dict[str, int | None]:
     }
 
 
+def program_hash(exe) -> str | None:
+    """SHA-256 (12 hex digits) of the optimized HLO, module name removed; None if unavailable.
+
+    Two executables with the same hash run the same program: any timing difference between
+    them is noise.
+    """
+    try:
+        text = exe.as_text()
+    except Exception:  # noqa: BLE001 - not every backend exposes the text
+        return None
+    text = re.sub(r"^HloModule \S+", "HloModule m", text, flags=re.M)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing: interleaved rounds, medians with spread, verdicts beyond the noise band
+# ----------------------------------------------------------------------------------------------
+
+
+def timed_rounds(fns: dict, args: tuple, p: Params, twin: str) -> dict:
+    """Per-round median ms of every contender, plus ``twin`` timed twice (``"<twin>#2"``).
+
+    Every round is one ``time_alternating`` call (interleaved, rotating order) of
+    ``ceil(reps / rounds)`` repetitions; the first round has 2 warm-up calls per contender.
+    """
+    per = max(1, math.ceil(p.reps / p.rounds))
+    fns = {**fns, f"{twin}#2": fns[twin]}
+    rounds = []
+    for r in range(p.rounds):
+        t = time_alternating(fns, *args, warmup=2 if r == 0 else 1, reps=per)
+        rounds.append({k: v["median_ms"] for k, v in t.items()})
+    return {"rounds": rounds, "twin": twin}
+
+
+def stats_ms(tr: dict, name: str) -> dict:
+    """Median over rounds of ``name``'s round medians, with their min and max."""
+    v = [r[name] for r in tr["rounds"]]
+    return {"median_ms": statistics.median(v), "lo_ms": min(v), "hi_ms": max(v)}
+
+
+def ratios(tr: dict, num: str, den: str) -> list[float]:
+    """``num / den`` per round (interleaved calls: a burst of load hits both)."""
+    return [r[num] / r[den] for r in tr["rounds"]]
+
+
+def noise_band(tr: dict) -> float:
+    """The largest factor between the two timings of one program in any round (>= 1.1)."""
+    r = ratios(tr, f"{tr['twin']}#2", tr["twin"])
+    return max(MIN_NOISE, *(max(x, 1 / x) for x in r))
+
+
+def faster_verdict(slow_over_fast: list[float], noise: float) -> bool | None:
+    """Is the first contender faster? ``True``: the median ratio exceeds the noise band;
+    ``False``: it is below its inverse (slower beyond noise); ``None``: within noise.
+
+    >>> faster_verdict([3.0, 2.5, 4.0], 1.2), faster_verdict([0.5, 0.4, 0.9], 1.2)
+    (True, False)
+    >>> faster_verdict([1.5, 1.1, 0.9], 1.2) is None
+    True
+    """
+    m = statistics.median(slow_over_fast)
+    if m > noise:
+        return True
+    if m < 1 / noise:
+        return False
+    return None
+
+
+def bound_verdict(ratio: list[float], lo: float, hi: float, noise: float) -> bool | None:
+    """Is the ratio inside ``[lo, hi]``? ``True``: the median is inside by more than the
+    noise band; ``False``: outside by more than it; ``None``: within noise of a bound.
+
+    >>> bound_verdict([2.0, 1.5, 30.0], 1.0, 10.0, 1.5), bound_verdict([40.0, 50.0], 1.0, 10.0, 2)
+    (True, False)
+    """
+    m = statistics.median(ratio)
+    if lo * noise <= m <= hi / noise:
+        return True
+    if m < lo / noise or m > hi * noise:
+        return False
+    return None
+
+
+def equal_verdict(a_over_b: list[float], noise: float) -> bool:
+    """Do two contenders time the same? The median ratio within the noise band, either way.
+
+    >>> equal_verdict([1.05, 0.97, 1.2], 1.25), equal_verdict([0.35, 0.4, 0.3], 1.25)
+    (True, False)
+    """
+    m = statistics.median(a_over_b)
+    return 1 / noise <= m <= noise
+
+
+def _all_or_none(vs: list[bool | None]) -> bool | None:
+    """False if any is False, True if all are True, else None (some within noise)."""
+    if any(v is False for v in vs):
+        return False
+    return True if all(v is True for v in vs) else None
+
+
+def _rng(r: list[float]) -> str:
+    return f"{statistics.median(r):.3g} (rounds {min(r):.3g}..{max(r):.3g})"
+
+
 # ----------------------------------------------------------------------------------------------
 # 1. Jacobians
 # ----------------------------------------------------------------------------------------------
@@ -111,8 +239,10 @@ def jacobian_contenders(chunk_size: int) -> dict[str, dict]:
     }
 
 
-def jacobian_sweep(key, p: Params, ctx) -> list[dict]:
-    rows = []
+def jacobian_sweep(key, p: Params, ctx) -> tuple[list[dict], dict]:
+    """One row per (N, M) with every contender's median, range and XLA temp bytes, and the
+    raw rounds (``{"NxM": timed_rounds}``) for the verdicts."""
+    rows, raw = [], {}
     contenders = jacobian_contenders(p.chunk_size)
     for n, m in ctx.progress(p.jac_sizes, total=len(p.jac_sizes), desc="jacobian N x M"):
         k1, k2, k3 = jax.random.split(jax.random.fold_in(key, n * 100003 + m), 3)
@@ -129,13 +259,126 @@ def jacobian_sweep(key, p: Params, ctx) -> list[dict]:
             err = float(jnp.max(jnp.abs(fn(x, w) - ref)))
             if not err < 1e-4:
                 raise AssertionError(f"jacobian {name} differs from rev by {err} at N={n}, M={m}")
-        times = time_alternating(fns, x, w, warmup=2, reps=p.reps)
-        row = {"N": n, "M": m, "auto_mode": "fwd" if n < m else "rev"}
+        picked = "fwd" if n < m else "rev"
+        tr = timed_rounds(fns, (x, w), p, twin=picked)
+        raw[f"{n}x{m}"] = tr
+        row = {
+            "N": n,
+            "M": m,
+            "auto_mode": picked,
+            "auto_same_program": program_hash(fns["auto"]) == program_hash(fns[picked]),
+            "noise_band": noise_band(tr),
+        }
         for name, fn in fns.items():
-            row[f"{name}_ms"] = times[name]["median_ms"]
+            st = stats_ms(tr, name)
+            row[f"{name}_ms"] = st["median_ms"]
+            row[f"{name}_lo_ms"] = st["lo_ms"]
+            row[f"{name}_hi_ms"] = st["hi_ms"]
             row[f"{name}_temp_bytes"] = xla_memory(fn)["temp_bytes"]
         rows.append(row)
-    return rows
+    return rows, raw
+
+
+def jacobian_section(out: dict, p: Params, ctx) -> dict:
+    jac, raw = jacobian_sweep(ctx.fold("jacobian"), p, ctx)
+    s, checks = out["summary"], out["checks"]
+    tall = min(jac, key=lambda r: r["N"] / r["M"])
+    wide = max(jac, key=lambda r: r["N"] / r["M"])
+    rt, rw = raw[f"{tall['N']}x{tall['M']}"], raw[f"{wide['N']}x{wide['M']}"]
+    nt, nw = noise_band(rt), noise_band(rw)
+    s["tall_N_M"] = f"{tall['N']}x{tall['M']}"
+    s["wide_N_M"] = f"{wide['N']}x{wide['M']}"
+    tall_r, wide_r = ratios(rt, "rev", "fwd"), ratios(rw, "fwd", "rev")
+    s["tall_rev_over_fwd"] = statistics.median(tall_r)
+    s["wide_fwd_over_rev"] = statistics.median(wide_r)
+    s["noise_band_tall"], s["noise_band_wide"] = nt, nw
+    checks.append(
+        Check(
+            "forward_wins_tall",
+            f"forward mode is faster for a tall Jacobian (N x M = {s['tall_N_M']})",
+            f"rev / fwd time ~ M / N = {tall['M'] / tall['N']:.3g} (pass counts)",
+            f"rev / fwd = {_rng(tall_r)}; noise band x{nt:.2f}",
+            faster_verdict(tall_r, nt),
+            "the median ratio above the noise band (the same program timed twice)",
+        )
+    )
+    checks.append(
+        Check(
+            "reverse_wins_wide",
+            f"reverse mode is faster for a wide Jacobian (N x M = {s['wide_N_M']})",
+            f"fwd / rev time ~ N / M = {wide['N'] / wide['M']:.3g} (pass counts)",
+            f"fwd / rev = {_rng(wide_r)}; noise band x{nw:.2f}",
+            faster_verdict(wide_r, nw),
+            "the median ratio above the noise band",
+        )
+    )
+    for name, row, tr in (("tall", tall, rt), ("wide", wide, rw)):
+        picked = row["auto_mode"]
+        r = ratios(tr, "auto", picked)
+        twin = ratios(tr, f"{picked}#2", picked)
+        s[f"{name}_auto_mode"] = picked
+        s[f"{name}_auto_over_picked"] = statistics.median(r)
+        s[f"{name}_auto_same_program"] = row["auto_same_program"]
+        checks.append(
+            Check(
+                f"auto_is_its_mode_{name}",
+                f"`auto` runs the mode it picks ({picked}) for the {name} Jacobian: the same "
+                "program, the same time",
+                "auto / picked = 1 (identical optimized HLO)",
+                f"HLO identical: {'yes' if row['auto_same_program'] else 'no'}; auto / "
+                f"{picked} = {_rng(r)}; {picked} / itself = {_rng(twin)}",
+                bool(row["auto_same_program"]) and equal_verdict(r, noise_band(tr)),
+                "identical HLO and the median ratio within the noise band",
+            )
+        )
+    s["auto_picks"] = ", ".join(f"{r['N']}x{r['M']}: {r['auto_mode']}" for r in jac)
+    # Forward time grows with N, reverse time with M: slopes of log time against log size
+    # (informational: below 1 where vectorized passes share work or fixed overhead dominates).
+    s["fwd_time_loglog_slope_vs_N"] = _slope(
+        np.log([r["N"] for r in jac]), np.log([r["fwd_ms"] for r in jac])
+    )
+    s["rev_time_loglog_slope_vs_M"] = _slope(
+        np.log([r["M"] for r in jac]), np.log([r["rev_ms"] for r in jac])
+    )
+    ck = p.chunk_size
+    mems = [
+        (r[f"{m}_temp_bytes"], r[f"{m}_chunk{ck}_temp_bytes"])
+        for r in jac
+        for m in ("fwd", "rev")
+        if r[f"{m}_temp_bytes"] is not None and r[f"{m}_chunk{ck}_temp_bytes"] is not None
+    ]
+    s["memory_analysis_available"] = bool(mems)
+    if mems:
+        s["chunked_temp_bytes_max_ratio"] = max(c / max(u, 1) for u, c in mems)
+        s["chunked_temp_bytes_min_ratio"] = min(c / max(u, 1) for u, c in mems)
+        # the many-pass mode at the extremes: rev for the tall Jacobian, fwd for the wide one
+        cut = [
+            tall[f"rev_chunk{ck}_temp_bytes"] / max(tall["rev_temp_bytes"], 1),
+            wide[f"fwd_chunk{ck}_temp_bytes"] / max(wide["fwd_temp_bytes"], 1),
+        ]
+        checks.append(
+            Check(
+                "chunking_bounds_memory",
+                f"chunks of {ck} basis vectors cut the working memory of the many-pass mode",
+                f"temp memory ~ chunk / (number of passes) = {ck}/{tall['M']}, {ck}/{wide['N']}",
+                f"chunked / unchunked XLA temp bytes: rev (tall) {cut[0]:.3g}, fwd (wide) "
+                f"{cut[1]:.3g}",
+                all(c < 0.5 for c in cut),
+                "both ratios below 0.5 (XLA's memory analysis; deterministic)",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                "chunking_bounds_memory",
+                "chunking cuts the working memory of the many-pass mode",
+                "less temp memory",
+                "XLA memory analysis unavailable on this backend",
+                None,
+            )
+        )
+    out["tables"]["jacobian"] = jac
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,7 +396,7 @@ def _mlp_loss(flat: jax.Array, shapes: tuple, x: jax.Array) -> jax.Array:
     return jnp.mean(cr.nets.mlp_apply(params, x, "tanh") ** 2)
 
 
-def hvp_sweep(key, p: Params) -> list[dict]:
+def hvp_sweep(key, p: Params) -> tuple[list[dict], dict]:
     sizes = [p.hvp_width] * (p.hvp_depth + 1)
     kp, kx, kv = jax.random.split(key, 3)
     params = cr.nets.mlp_init(kp, sizes)
@@ -172,24 +415,66 @@ def hvp_sweep(key, p: Params) -> list[dict]:
         fns[mode] = compiled(fn, flat, v)
     ref = fns["fwd-over-rev"](flat, v)
     scale = float(jnp.max(jnp.abs(ref)))
-    times = time_alternating(fns, flat, v, warmup=2, reps=p.reps)
+    tr = timed_rounds(fns, (flat, v), p, twin="grad")
     rows = []
     for name, fn in fns.items():
         out = fn(flat, v)
         mem = xla_memory(fn)
+        st = stats_ms(tr, name)
+        r = ratios(tr, name, "grad")
         rows.append(
             {
                 "op": name,
                 "params": int(flat.size),
-                "median_ms": times[name]["median_ms"],
-                "ratio_to_grad": times[name]["median_ms"] / times["grad"]["median_ms"],
+                "median_ms": st["median_ms"],
+                "lo_ms": st["lo_ms"],
+                "hi_ms": st["hi_ms"],
+                "ratio_to_grad": statistics.median(r),
+                "ratio_to_grad_lo": min(r),
+                "ratio_to_grad_hi": max(r),
                 "temp_bytes": mem["temp_bytes"],
                 "max_rel_diff_vs_fwd_over_rev": (
                     None if name == "grad" else float(jnp.max(jnp.abs(out - ref))) / scale
                 ),
             }
         )
-    return rows
+    return rows, tr
+
+
+def hvp_section(out: dict, p: Params, ctx) -> dict:
+    hvps, tr = hvp_sweep(ctx.fold("hvp"), p)
+    s, checks = out["summary"], out["checks"]
+    noise = noise_band(tr)
+    by_op = {r["op"]: r for r in hvps}
+    for mode in HVP_MODES:
+        s[f"hvp_{mode}_over_grad"] = by_op[mode]["ratio_to_grad"]
+    s["hvp_max_rel_diff"] = max(by_op[m]["max_rel_diff_vs_fwd_over_rev"] for m in HVP_MODES)
+    s["noise_band_hvp"] = noise
+    r_all = {m: ratios(tr, m, "grad") for m in HVP_MODES}
+    checks.append(
+        Check(
+            "hvp_small_constant",
+            "a Hessian-vector product costs a small constant times one gradient (each of the "
+            "three compositions)",
+            f"HVP / gradient = O(1) (Pearlmutter 1994); here <= {p.hvp_max_ratio:g}",
+            ", ".join(f"{m} {_rng(r)}" for m, r in r_all.items()) + f"; noise band x{noise:.2f}",
+            _all_or_none([bound_verdict(r, 1.0, p.hvp_max_ratio, noise) for r in r_all.values()]),
+            f"each median ratio in [1, {p.hvp_max_ratio:g}] (an HVP contains a gradient) by "
+            "more than the noise band; outside by more than it: not reproduced",
+        )
+    )
+    checks.append(
+        Check(
+            "hvp_modes_agree",
+            "the three HVP compositions compute the same H v",
+            "equal (exact arithmetic)",
+            f"max relative difference {s['hvp_max_rel_diff']:.1e}",
+            s["hvp_max_rel_diff"] < 1e-4,
+            "max |difference| / max |H v| < 1e-4 (float32)",
+        )
+    )
+    out["tables"]["hvp"] = hvps
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,74 +509,90 @@ def residual_sweep(key, p: Params) -> list[dict]:
     return rows
 
 
+def residual_section(out: dict, p: Params, ctx) -> dict:
+    res = residual_sweep(ctx.fold("residuals"), p)
+    s, checks = out["summary"], out["checks"]
+    plain = [r for r in res if not r["checkpoint"]]
+    ckpt = [r for r in res if r["checkpoint"]]
+    act = [r["activation_bytes"] for r in plain]
+    s["residual_bytes_monotone_in_depth"] = bool(
+        all(b > a for a, b in zip(act[:-1], act[1:], strict=True))
+    )
+    s["activation_bytes_per_layer"] = _slope([r["depth"] for r in plain], act)
+    s["activation_bytes_per_layer_checkpointed"] = _slope(
+        [r["depth"] for r in ckpt], [r["activation_bytes"] for r in ckpt]
+    )
+    s["layer_output_bytes"] = p.residual_batch * p.residual_width * 4
+    lob = s["layer_output_bytes"]
+    checks.append(
+        Check(
+            "residuals_linear_in_depth",
+            "reverse mode stores intermediates: its memory grows linearly with depth",
+            f"at least one layer output ({lob} bytes) per layer",
+            f"{s['activation_bytes_per_layer']:.0f} bytes per layer, strictly increasing: "
+            f"{'yes' if s['residual_bytes_monotone_in_depth'] else 'no'}",
+            s["residual_bytes_monotone_in_depth"] and s["activation_bytes_per_layer"] >= lob,
+            "strictly increasing and a slope >= one layer output (cr.graph.residuals; "
+            "deterministic)",
+        )
+    )
+    checks.append(
+        Check(
+            "checkpointing_cuts_residuals",
+            "checkpointing each layer keeps only its input",
+            f"one layer output ({lob} bytes) per layer",
+            f"{s['activation_bytes_per_layer_checkpointed']:.0f} bytes per layer",
+            abs(s["activation_bytes_per_layer_checkpointed"] - lob) <= 0.05 * lob,
+            "slope within 5% of one layer output",
+        )
+    )
+    out["tables"]["residuals"] = res
+    return out
+
+
 def _slope(xs, ys) -> float:
     return float(np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)[0])
 
 
+def _chain(out: dict, p: Params, ctx) -> dict:
+    """Section 4 (issue 20's own code, below), with its verdict as a claim check."""
+    out = chain_section(out, p)
+    s = out["summary"]
+    if "chain_agrees" in s:
+        out["checks"].append(
+            Check(
+                "chain_optimal_plan",
+                "the cheapest bracketing of a chain's layer Jacobians is within 1.1x of the "
+                "best of fwd / rev / auto on every shape, >= 10x faster than auto on a "
+                "bottleneck",
+                "optimal <= 1.1x best; bottleneck auto / optimal >= 10",
+                f"optimal / best <= {s['chain_optimal_over_best_max']:.2f}; bottleneck "
+                f"auto / optimal {s['chain_bottleneck_auto_over_optimal']:.1f}",
+                bool(s["chain_agrees"]),
+                "the chain section's criterion (medians of per-repetition ratios)",
+            )
+        )
+    return out
+
+
+#: The sections, in order: ``(out, params, ctx) -> out``. A new section appends itself here
+#: (and to PLOTS / REPORTS) and adds its claim checks to ``out["checks"]``.
+SECTIONS = [jacobian_section, hvp_section, residual_section, _chain]
+
+
 def run(params: Params, ctx) -> dict:
-    p = params
-    jac = jacobian_sweep(ctx.fold("jacobian"), p, ctx)
-    hvps = hvp_sweep(ctx.fold("hvp"), p)
-    res = residual_sweep(ctx.fold("residuals"), p)
-
-    summary: dict = {}
-    # Extreme aspect ratios: the tallest (N << M) and the widest (N >> M) Jacobian.
-    tall = min(jac, key=lambda r: r["N"] / r["M"])
-    wide = max(jac, key=lambda r: r["N"] / r["M"])
-    summary["tall_N_M"] = f"{tall['N']}x{tall['M']}"
-    summary["wide_N_M"] = f"{wide['N']}x{wide['M']}"
-    summary["tall_rev_over_fwd"] = tall["rev_ms"] / tall["fwd_ms"]
-    summary["wide_fwd_over_rev"] = wide["fwd_ms"] / wide["rev_ms"]
-    summary["tall_auto_over_best"] = tall["auto_ms"] / min(tall["fwd_ms"], tall["rev_ms"])
-    summary["wide_auto_over_best"] = wide["auto_ms"] / min(wide["fwd_ms"], wide["rev_ms"])
-    summary["tall_auto_mode"] = tall["auto_mode"]
-    summary["wide_auto_mode"] = wide["auto_mode"]
-    # Forward time grows with N, reverse time with M: slopes of log time against log size.
-    summary["fwd_time_loglog_slope_vs_N"] = _slope(
-        np.log([r["N"] for r in jac]), np.log([r["fwd_ms"] for r in jac])
-    )
-    summary["rev_time_loglog_slope_vs_M"] = _slope(
-        np.log([r["M"] for r in jac]), np.log([r["rev_ms"] for r in jac])
-    )
-    ck = p.chunk_size
-    mems = [
-        (r[f"{m}_temp_bytes"], r[f"{m}_chunk{ck}_temp_bytes"])
-        for r in jac
-        for m in ("fwd", "rev")
-        if r[f"{m}_temp_bytes"] is not None and r[f"{m}_chunk{ck}_temp_bytes"] is not None
-    ]
-    summary["memory_analysis_available"] = bool(mems)
-    if mems:
-        summary["chunked_temp_bytes_max_ratio"] = max(c / max(u, 1) for u, c in mems)
-        summary["chunked_temp_bytes_min_ratio"] = min(c / max(u, 1) for u, c in mems)
-    by_op = {r["op"]: r for r in hvps}
-    for mode in HVP_MODES:
-        summary[f"hvp_{mode}_over_grad"] = by_op[mode]["ratio_to_grad"]
-    summary["hvp_max_rel_diff"] = max(by_op[m]["max_rel_diff_vs_fwd_over_rev"] for m in HVP_MODES)
-    plain = [r for r in res if not r["checkpoint"]]
-    ckpt = [r for r in res if r["checkpoint"]]
-    act = [r["activation_bytes"] for r in plain]
-    summary["residual_bytes_monotone_in_depth"] = bool(
-        all(b > a for a, b in zip(act[:-1], act[1:], strict=True))
-    )
-    summary["activation_bytes_per_layer"] = _slope([r["depth"] for r in plain], act)
-    summary["activation_bytes_per_layer_checkpointed"] = _slope(
-        [r["depth"] for r in ckpt], [r["activation_bytes"] for r in ckpt]
-    )
-    summary["layer_output_bytes"] = p.residual_batch * p.residual_width * 4
-    summary["agrees"] = bool(
-        summary["tall_rev_over_fwd"] > 1
-        and summary["wide_fwd_over_rev"] > 1
-        and summary["tall_auto_mode"] == "fwd"
-        and summary["wide_auto_mode"] == "rev"
-        and summary["residual_bytes_monotone_in_depth"]
-        and all(summary[f"hvp_{m}_over_grad"] < 10 for m in HVP_MODES)
-    )
-    out = {"tables": {"jacobian": jac, "hvp": hvps, "residuals": res}, "summary": summary}
-    return chain_section(out, p)  # 4. chain_jacobian (issue 20), below
+    out: dict = {"tables": {}, "summary": {}, "checks": []}
+    for section in SECTIONS:
+        out = section(out, params, ctx)
+    checks = out.pop("checks")
+    out["tables"]["claims"] = [c.row() for c in checks]
+    for c in checks:
+        out["summary"][f"{c.name}.verdict"] = c.verdict
+    out["summary"]["verdict"] = overall(c.passed for c in checks)
+    return out
 
 
-def plot(results: dict, params: Params) -> dict:
+def _core_plot(results: dict, params: Params) -> dict:
     # Figures built directly: no pyplot, so no global backend switch and no figure registry.
     from matplotlib.figure import Figure
 
@@ -308,11 +609,18 @@ def plot(results: dict, params: Params) -> dict:
         (f"fwd_chunk{ck}", "o:"),
         (f"rev_chunk{ck}", "s:"),
     ):
-        axes[0].plot(ratio, [r[f"{name}_ms"] for r in jac], style, label=name)
+        med = np.array([r[f"{name}_ms"] for r in jac])
+        if f"{name}_lo_ms" in jac[0]:  # error bars: the range of the round medians
+            err = [med - [r[f"{name}_lo_ms"] for r in jac], [r[f"{name}_hi_ms"] for r in jac] - med]
+            axes[0].errorbar(ratio, med, yerr=err, fmt=style, capsize=3, label=name)
+        else:
+            axes[0].plot(ratio, med, style, label=name)
         mem = [r[f"{name}_temp_bytes"] for r in jac]
         if all(m is not None for m in mem):
             axes[1].plot(ratio, [max(m, 1) for m in mem], style, label=name)
-    for ax, ylabel in zip(axes, ("median time (ms)", "XLA temp bytes"), strict=True):
+    for ax, ylabel in zip(
+        axes, ("median time (ms), bars: range over rounds", "XLA temp bytes"), strict=True
+    ):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("N / M (inputs / outputs)")
@@ -326,8 +634,13 @@ def plot(results: dict, params: Params) -> dict:
     hv = results["tables"]["hvp"]
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
-    ax.bar([r["op"] for r in hv], [r["median_ms"] for r in hv])
-    ax.set_ylabel("median time (ms)")
+    med = np.array([r["median_ms"] for r in hv])
+    if "lo_ms" in hv[0]:
+        err = [med - [r["lo_ms"] for r in hv], [r["hi_ms"] for r in hv] - med]
+        ax.bar([r["op"] for r in hv], med, yerr=err, capsize=4)
+    else:
+        ax.bar([r["op"] for r in hv], med)
+    ax.set_ylabel("median time (ms), bars: range over rounds")
     ax.set_title(f"HVP compositions vs one gradient ({hv[0]['params']} params)")
     fig.tight_layout()
     figs["hvp"] = fig
@@ -344,18 +657,43 @@ def plot(results: dict, params: Params) -> dict:
     ax.legend()
     fig.tight_layout()
     figs["residuals"] = fig
-    figs.update(chain_plot(results))  # 4. chain_jacobian (issue 20), below
     return figs
 
 
-def report(results: dict, params: Params) -> str:
+def plot(results: dict, params: Params) -> dict:
+    figs: dict = {}
+    for fn in PLOTS:
+        figs.update(fn(results, params))
+    return figs
+
+
+def _core_report(results: dict, params: Params) -> str:
     s = results["summary"]
-    ok = "agrees" if s["agrees"] else "does NOT fully agree"
+    published = (
+        "A Jacobian of f: R^N -> R^M costs O(N) passes in forward mode and O(M) in reverse "
+        "mode (Griewank & Walther 2008, *Evaluating Derivatives*; Baydin et al. 2018, JMLR), so "
+        "forward mode wins for N << M and reverse mode for N >> M; chunking the basis bounds "
+        "the working memory. A Hessian-vector product costs a small constant times one "
+        "gradient (Pearlmutter 1994). Reverse mode stores intermediates for its backward pass, "
+        "so its memory grows with the length (depth) of the computation; checkpointing trades "
+        "that memory for recomputation (Griewank & Walther ch. 12; Chen et al. 2016)."
+    )
+    p = params
+    setup = (
+        f"Jacobians of a two-layer tanh map (H = {p.hidden}) at (N, M) = {p.jac_sizes}; HVPs of "
+        f"a {p.hvp_depth}-layer tanh MLP loss (width {p.hvp_width}, batch {p.hvp_batch}); "
+        f"residuals of MLPs of depth {p.residual_depths}. Timings: {p.rounds} rounds of "
+        f"{max(1, math.ceil(p.reps / p.rounds))} interleaved calls per contender on a shared "
+        "2-core CPU; each ratio is the median over rounds with its range, and one program is "
+        "timed twice in every round to measure the noise band. A timing claim whose margin "
+        "does not exceed the noise band gets no verdict ('not tested'). "
+        f"`auto` picked: {s.get('auto_picks', '?')}."
+    )
     mem = (
-        f"Chunking changes XLA's temp bytes by a factor {s['chunked_temp_bytes_min_ratio']:.3g} to "
-        f"{s['chunked_temp_bytes_max_ratio']:.3g} across the sweep (chunk size "
-        f"{params.chunk_size}; < 1 means less working memory)."
-        if s["memory_analysis_available"]
+        f"Chunking changes XLA's temp bytes by a factor {s['chunked_temp_bytes_min_ratio']:.3g} "
+        f"to {s['chunked_temp_bytes_max_ratio']:.3g} across the sweep (chunk size "
+        f"{p.chunk_size}; < 1 means less working memory; the few-pass mode can grow)."
+        if s.get("memory_analysis_available")
         else "XLA's memory analysis is not available on this backend."
     )
     hvp_mem = (
@@ -364,38 +702,33 @@ def report(results: dict, params: Params) -> str:
         )
         or "not available"
     )
-    return f"""\
-**Published claims.** A Jacobian of f: R^N -> R^M costs O(N) passes in forward mode and O(M)
-in reverse mode (Griewank & Walther 2008, *Evaluating Derivatives*; Baydin et al. 2018, JMLR),
-so forward mode wins for N << M and reverse mode for N >> M. A Hessian-vector product costs a
-small constant times one gradient (Pearlmutter 1994). Reverse mode stores intermediates for its
-backward pass, so its memory grows with the length (depth) of the computation; checkpointing
-trades that memory for recomputation (Griewank & Walther ch. 12; Chen et al. 2016).
+    notes = (
+        f"Log-log slope of forward time against N: {s['fwd_time_loglog_slope_vs_N']:.2f}; of "
+        f"reverse time against M: {s['rev_time_loglog_slope_vs_M']:.2f} (informational: 1 = "
+        "linear in the number of passes; below 1 where vectorized passes share work or fixed "
+        f"overhead dominates). {mem} HVP XLA temp bytes: {hvp_mem}. The `grad_temp_bytes` "
+        "column of the residuals table is XLA's temp for the whole jitted gradient program, "
+        "which schedules, fuses and reuses buffers, so it need not follow the residual "
+        "accounting."
+    )
+    return claims_section(published, setup, results["tables"]["claims"], notes)
 
-**Measured (this run).**
-- Tallest Jacobian {s["tall_N_M"]} (N x M): reverse / forward time = {s["tall_rev_over_fwd"]:.3g};
-  widest {s["wide_N_M"]}: forward / reverse = {s["wide_fwd_over_rev"]:.3g}. `auto` chose
-  `{s["tall_auto_mode"]}` and `{s["wide_auto_mode"]}` and ran at {s["tall_auto_over_best"]:.2f}x and
-  {s["wide_auto_over_best"]:.2f}x the faster mode's time. Log-log slope of forward time against
-  N: {s["fwd_time_loglog_slope_vs_N"]:.2f}; of reverse time against M:
-  {s["rev_time_loglog_slope_vs_M"]:.2f} (1 = linear in the number of passes; below 1 where
-  vectorized passes share work or fixed overhead dominates).
-- {mem}
-- HVP time / gradient time: fwd-over-rev {s["hvp_fwd-over-rev_over_grad"]:.2f},
-  rev-over-rev {s["hvp_rev-over-rev_over_grad"]:.2f}, rev-over-fwd
-  {s["hvp_rev-over-fwd_over_grad"]:.2f}; the three agree to a relative
-  {s["hvp_max_rel_diff"]:.1e}. XLA temp bytes: {hvp_mem}.
-- Stored activations grow by {s["activation_bytes_per_layer"]:.0f} bytes per layer
-  (one layer output is {s["layer_output_bytes"]} bytes) and strictly increase with depth:
-  {s["residual_bytes_monotone_in_depth"]}; with `jax.checkpoint` per layer the slope is
-  {s["activation_bytes_per_layer_checkpointed"]:.0f} bytes per layer. (The `grad_temp_bytes`
-  column is XLA's temp for the whole jitted gradient program, which schedules, fuses and reuses
-  buffers across the forward and backward passes, so it need not follow this accounting.)
 
-**Verdict:** this run {ok} with the claims (forward faster for the tall Jacobian, reverse for
-the wide one, auto picks the faster, HVPs within 10x a gradient, residuals growing with depth).
-Timings are from a shared 2-core CPU: medians of interleaved calls.
-""" + chain_report(results)  # 4. chain_jacobian (issue 20), below
+def report(results: dict, params: Params) -> str:
+    return "\n".join(fn(results, params) for fn in REPORTS)
+
+
+def _chain_plot(results: dict, params: Params) -> dict:
+    return chain_plot(results)
+
+
+def _chain_report(results: dict, params: Params) -> str:
+    return chain_report(results)
+
+
+#: Figures and report parts of the sections, in order: ``(results, params) -> dict / str``.
+PLOTS = [_core_plot, _chain_plot]
+REPORTS = [_core_report, _chain_report]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""ad_modes quick config: forward wins tall Jacobians, reverse wide ones; residuals grow."""
+"""ad_modes quick config: auto is the program of the mode it picks; timing verdicts only beyond
+the measured noise band; chunking and checkpointing cut memory; residuals grow; chains."""
 
 from __future__ import annotations
 
@@ -10,18 +11,55 @@ def results(run_quick):
     return run_quick("ad_modes")
 
 
-def test_forward_for_tall_reverse_for_wide(results):
+def _claims(results):
+    return {c["name"]: c for c in results["tables"]["claims"]}
+
+
+def test_auto_compiles_to_the_mode_it_picks(results):
     s = results["summary"]
-    # 4 x 1024 and 1024 x 4: 4 passes against 1024 passes, vmapped into matmuls, measured at
-    # 5-10x on 2 busy cores (4.9x once, under the parallel test run); a 3x margin still tells
-    # the modes apart, and swapping them would read below 1.
-    assert s["tall_rev_over_fwd"] > 3
-    assert s["wide_fwd_over_rev"] > 3
     assert (s["tall_auto_mode"], s["wide_auto_mode"]) == ("fwd", "rev")
-    # auto runs the faster mode: far below the slower mode's time.
+    # the optimized HLO of auto is the picked mode's: any timing difference is noise
+    assert s["tall_auto_same_program"] is True and s["wide_auto_same_program"] is True
     for r in results["tables"]["jacobian"]:
-        slow = max(r["fwd_ms"], r["rev_ms"])
-        assert r["auto_ms"] < slow / 3
+        assert r["auto_same_program"] is True, (r["N"], r["M"])
+        assert r["noise_band"] >= 1.1
+
+
+def test_timing_claims_get_a_verdict_only_beyond_the_noise_band(results):
+    claims = _claims(results)
+    # 4 against 1024 passes: a shared CPU's noise can hide it ("not tested") but must never
+    # turn it around.
+    for name in ("forward_wins_tall", "reverse_wins_wide", "hvp_small_constant"):
+        assert claims[name]["verdict"] in ("reproduced", "not tested"), claims[name]
+    for name in ("auto_is_its_mode_tall", "auto_is_its_mode_wide"):
+        assert claims[name]["verdict"] in ("reproduced", "not reproduced"), claims[name]
+
+
+def test_verdict_rules_on_synthetic_ratios():
+    from experiments.ad_modes import bound_verdict, equal_verdict, faster_verdict
+
+    assert faster_verdict([5.0, 4.0, 6.0], 1.5) is True
+    assert faster_verdict([0.2, 0.3, 0.25], 1.5) is False  # slower beyond noise: the opposite
+    assert faster_verdict([1.3, 1.6, 1.2], 1.5) is None  # a 30% margin inside a 50% band
+    # auto at 0.35x of the very program it compiles to is not "equal within noise"
+    assert equal_verdict([0.35, 0.4, 0.33], 1.5) is False
+    assert equal_verdict([0.9, 1.2, 1.05], 1.5) is True
+    assert bound_verdict([2.0, 2.5, 3.0], 1.0, 10.0, 1.5) is True
+    assert bound_verdict([30.0, 40.0, 35.0], 1.0, 10.0, 1.5) is False
+    assert bound_verdict([8.0, 9.0, 8.5], 1.0, 10.0, 1.5) is None
+
+
+def test_noise_band_from_the_twin_program():
+    from experiments.ad_modes import noise_band, ratios
+
+    tr = {
+        "twin": "fwd",
+        "rounds": [{"fwd": 1.0, "fwd#2": 1.3, "rev": 9.0}, {"fwd": 2.0, "fwd#2": 1.0, "rev": 20}],
+    }
+    assert noise_band(tr) == 2.0
+    assert ratios(tr, "rev", "fwd") == [9.0, 10.0]
+    tr["rounds"] = [{"fwd": 1.0, "fwd#2": 1.01}]
+    assert noise_band(tr) == 1.1  # never below the 10% floor
 
 
 def test_chunking_bounds_working_memory(results):
@@ -31,13 +69,13 @@ def test_chunking_bounds_working_memory(results):
         # The slow mode pushes 1024 basis vectors at once; chunks of 8 need far less.
         slow = "rev" if r["N"] < r["M"] else "fwd"
         assert r[f"{slow}_chunk8_temp_bytes"] < r[f"{slow}_temp_bytes"] / 10
+    assert _claims(results)["chunking_bounds_memory"]["verdict"] == "reproduced"
 
 
-def test_hvp_modes_agree_and_cost_a_few_gradients(results):
+def test_hvp_modes_agree(results):
     s = results["summary"]
     assert s["hvp_max_rel_diff"] < 1e-4
-    for mode in ("fwd-over-rev", "rev-over-rev", "rev-over-fwd"):
-        assert s[f"hvp_{mode}_over_grad"] < 10
+    assert _claims(results)["hvp_modes_agree"]["verdict"] == "reproduced"
 
 
 def test_residuals_grow_with_depth(results):
@@ -47,6 +85,9 @@ def test_residuals_grow_with_depth(results):
     # jax.checkpoint.
     assert s["activation_bytes_per_layer"] >= s["layer_output_bytes"]
     assert s["activation_bytes_per_layer_checkpointed"] < s["activation_bytes_per_layer"]
+    claims = _claims(results)
+    assert claims["residuals_linear_in_depth"]["verdict"] == "reproduced"
+    assert claims["checkpointing_cuts_residuals"]["verdict"] == "reproduced"
 
 
 def test_chain_section_prices_and_measures_every_shape(results):
