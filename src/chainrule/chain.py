@@ -179,8 +179,10 @@ def optimal_plan(widths: Sequence[int], costs: LayerCosts) -> tuple[Node, float]
 
     For every sub-chain ``fs[i:j]`` (shortest first) the best of: its forward leaf, its reverse
     leaf, and for each split ``i < k < j`` the best plans of both halves plus their product.
-    ``O(L^3)`` time, no passes of any layer. Ties go to fewer segments, then to reverse mode
-    (as ``jacobian(mode="auto")`` breaks ``N == M``).
+    ``O(L^3)`` time, no passes of any layer. Ties go to fewer segments, then to forward mode:
+    at equal FLOPs a reverse pass measured up to 1.6x slower (it reads the stored residuals and
+    multiplies by transposed weights; ``docs/chain_jacobians.md``), which the model does not
+    see. (``jacobian(mode="auto")`` breaks ``N == M`` the other way.)
 
     Args:
       widths: ``n_0 ... n_L``.
@@ -201,7 +203,7 @@ def optimal_plan(widths: Sequence[int], costs: LayerCosts) -> tuple[Node, float]
         for i in range(n_layers - length + 1):
             j = i + length
             cands = [
-                (_leaf_cost(m, i, j, widths, costs), 1, Segment(m, i, j)) for m in ("rev", "fwd")
+                (_leaf_cost(m, i, j, widths, costs), 1, Segment(m, i, j)) for m in ("fwd", "rev")
             ]
             for k in range(i + 1, j):
                 (c1, s1, t1), (c2, s2, t2) = best[i, k], best[k, j]
