@@ -82,6 +82,7 @@ def clear_cache() -> None:
     with _lock:
         _compiled.clear()
         _seen.clear()
+        _nested.clear()
 
 
 def cache_info() -> dict[str, int]:
@@ -127,12 +128,35 @@ def _literal_key(val: Any) -> tuple:
     return (type(val).__name__, arr.dtype.str, arr.shape, arr.tobytes())
 
 
+# Fingerprints of nested jaxprs by identity: jnp functions are jitted, and JAX reuses their
+# traced ClosedJaxpr objects, so most sub-programs of a trace were fingerprinted before. The
+# memo holds the jaxpr itself, so that its id cannot be reused while the entry lives.
+_nested: collections.OrderedDict[int, tuple[Any, Any]] = collections.OrderedDict()
+_NESTED_SIZE = 2048
+
+
+def _nested_key(v: Any, custom: bool) -> Any:
+    hit = _nested.get(id(v))
+    if hit is not None and hit[0] is v:
+        return hit[1]
+    key = _closed_key(v, custom)
+    with _lock:
+        _nested[id(v)] = (v, key)
+        while len(_nested) > _NESTED_SIZE:
+            _nested.popitem(last=False)
+    return key
+
+
+def _closed_key(v: Any, custom: bool) -> Any:
+    consts = tuple(_literal_key(np.asarray(c)) for c in v.consts if _small(c))
+    if len(consts) != len(v.consts):
+        raise _Uncacheable("a nested jaxpr closes over a large constant")
+    return ("C", _jaxpr_key(v.jaxpr), consts)
+
+
 def _param_key(v: Any, custom: bool) -> Any:
     if isinstance(v, _core.ClosedJaxpr):
-        consts = tuple(_literal_key(np.asarray(c)) for c in v.consts if _small(c))
-        if len(consts) != len(v.consts):
-            raise _Uncacheable("a nested jaxpr closes over a large constant")
-        return ("C", _jaxpr_key(v.jaxpr), consts)
+        return _nested_key(v, custom)
     if isinstance(v, _core.Jaxpr):
         return ("J", _jaxpr_key(v))
     if isinstance(v, _SCALARS):

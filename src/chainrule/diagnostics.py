@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chainrule import _jit
 from chainrule._tree import check_choice, check_differentiable, check_scalar_output, tree_norm
 
 __all__ = [
@@ -187,13 +188,11 @@ def layer_stats(
     check_differentiable(params, "params")
     loss_fn = _default_loss if loss_fn is None else loss_fn
     max_norm = float(max_norm)
-    try:
-        hash((apply_fn, loss_fn))
-        run = functools.partial(_stats_jit, apply_fn, loss_fn)
-    except TypeError:  # unhashable callables cannot key the jit cache: trace afresh
-        run = jax.jit(functools.partial(_stats_impl, apply_fn, loss_fn))
+    # The functions as they are now: traced at every call, compiled reuse keyed on the traced
+    # program (chainrule._jit), never on the function objects.
+    run = functools.partial(_stats_impl, apply_fn, loss_fn)
     loss, act_mean, act_var, grad_norm, global_norm, clipped_norm = jax.device_get(
-        run(params, x, max_norm)
+        _jit.call(run, params, x, jnp.asarray(max_norm))  # weakly typed, as the float
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = grad_norm[:-1] / grad_norm[1:]
@@ -239,9 +238,6 @@ def _stats_impl(apply_fn, loss_fn, params, x, max_norm):
         norm(grads),
         norm(clipped),
     )
-
-
-_stats_jit = jax.jit(_stats_impl, static_argnums=(0, 1))
 
 
 @dataclasses.dataclass(frozen=True)
