@@ -267,3 +267,24 @@ def test_fd_sees_f_as_it_is_at_each_call():
     np.testing.assert_allclose(np.asarray(g2), 6 * np.asarray(g1), rtol=1e-5)
     J, _ = fd.jacobian(lambda x: state["k"] * x, x)
     np.testing.assert_allclose(np.asarray(J), 2 * np.eye(3), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_error_estimates_bound_the_error_near_poles_and_domain_ends(dtype):
+    # the cases that came back wrong: 1/x at 0.01 (wrong sign, estimate 10x too small), log at
+    # 0.1 (NaN), central4 of 1/x at 1e-4 (2.7e6x too small); the default step follows a small
+    # x down, and a ladder that meets NaN or is loose retries at smaller steps
+    cases = [
+        (lambda x: 1 / x, lambda x: -1 / x**2, 0.01, "richardson"),
+        (lambda x: 1 / x, lambda x: -1 / x**2, 1e-4, "central4"),
+        (jnp.log, lambda x: 1 / x, 0.1, "richardson"),
+        (jnp.log, lambda x: 1 / x, 1e-3, "central"),
+        (jnp.abs, jnp.sign, 0.01, "richardson"),
+        (lambda x: x**3, lambda x: 3 * x**2, 1e-3, "central6"),
+    ]
+    for f, df, x0, method in cases:
+        x = jnp.asarray([x0], dtype)
+        d, err = fd.directional(f, x, jnp.ones_like(x), method=method)
+        exact = float(df(np.float64(np.asarray(x)[0])))
+        assert np.isfinite(float(d[0])) and np.sign(float(d[0])) == np.sign(exact), (method, x0)
+        assert abs(float(d[0]) - exact) <= float(err[0]), (method, x0, float(d[0]), exact)

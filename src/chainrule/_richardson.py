@@ -249,8 +249,9 @@ def compiled_call(
 
     ``fn`` is traced at this call (nothing of it is stored); the compiled program goes into
     ``_jit``'s cache under ``_jit``'s fingerprint of the traced program (closed-over arrays are
-    arguments), so reuse cannot go stale. A program ``_jit`` cannot fingerprint is compiled for
-    this call only. ``session`` (a dict the caller keeps for the runs of one call, e.g. one
+    arguments), so reuse cannot go stale; a program ``_jit`` cannot fingerprint is keyed by
+    its printed jaxpr (every equation, parameter and literal) and its argument types.
+    ``session`` (a dict the caller keeps for the runs of one call, e.g. one
     check) maps the arguments' structure and types to the traced and compiled program, so that
     those runs neither re-trace nor look up. Inside an outer trace: ``fn(*args)``.
     """
@@ -273,8 +274,13 @@ def compiled_call(
     key = _jit._fingerprint(closed, flat, options) if capacity else None
     try:
         hash(key)
-    except TypeError:  # a fingerprint that cannot key a dict: compile for this call only
+    except TypeError:
         key = None
+    if key is None and capacity:
+        # _jit could not fingerprint the program: its printed jaxpr (every equation, parameter
+        # and literal value; closed-over arrays are arguments, typed here) keys it instead
+        key = ("jaxpr text", str(closed.jaxpr), tuple(jax.typeof(c) for c in consts), options)
+        key = (*key, tuple(jax.typeof(x) for x in flat))
     exe = None
     if key is not None:
         with _jit._lock:

@@ -375,3 +375,262 @@ def run_jax(case: Case, dtype: Any) -> tuple[bool, str]:
     except AssertionError as e:
         return False, str(e).strip().splitlines()[0][:200]
     return True, ""
+
+
+# ----------------------------------------------------------------------------- families
+# Parametrised bugs for the detection-power table (``chainrule bench check --power``): each
+# family builds ``(f, args)`` for a dtype, a seed (the point and the directions) and a relative
+# bug ``mag`` (0: correct). ``mag`` enters the rule as a closed-over array, so every magnitude
+# and seed of a family is one traced program (compiled once). Bugs are confined to a region of
+# the input (a band of a kink's side, the windows whose max is large, ...), where a tool that
+# looks only at the derivative's size cannot see them.
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """``build(dtype, seed, mag) -> (f, args)``; ``custom_vjp``: forward mode does not exist."""
+
+    name: str
+    kind: str  # smooth, kinked, high-frequency, large inputs, many terms, custom_vjp, custom_jvp
+    description: str
+    build: Callable[[Any, int, float], tuple[Callable, tuple]]
+    custom_vjp: bool = False
+
+
+def _elementwise(fn, dfn, region):
+    """A custom_jvp of ``fn`` whose tangent is ``dfn(x) (1 + mag [x in region]) t``."""
+
+    def make(mag):
+        @jax.custom_jvp
+        def g(x):
+            return fn(x)
+
+        def rule(p, t):
+            (x,), (tx,) = p, t
+            wrong = 1 + mag[0] * region(x).astype(x.dtype)
+            return g(x), dfn(x) * wrong * tx
+
+        g.defjvp(rule)
+        return g
+
+    return make
+
+
+def _mag(dt, mag):
+    return jnp.asarray([mag], dt)
+
+
+_relu = _elementwise(jax.nn.relu, lambda h: (h > 0).astype(h.dtype), lambda h: (h > 0) & (h < 0.5))
+_leaky = _elementwise(
+    lambda h: jnp.where(h > 0, h, 0.1 * h),
+    lambda h: jnp.where(h > 0, 1.0, 0.1).astype(h.dtype),
+    lambda h: h < -0.5,
+)
+_hardtanh = _elementwise(
+    lambda h: jnp.clip(h, -1.0, 1.0),
+    lambda h: (jnp.abs(h) < 1).astype(h.dtype),
+    lambda h: jnp.abs(h) > 0.7,
+)
+_huber = _elementwise(
+    lambda r: jnp.where(jnp.abs(r) < 1, 0.5 * r**2, jnp.abs(r) - 0.5),
+    lambda r: jnp.clip(r, -1.0, 1.0),
+    lambda r: jnp.abs(r) < 0.5,
+)
+_sin50 = _elementwise(lambda x: jnp.sin(50 * x), lambda x: 50 * jnp.cos(50 * x), lambda x: x > 0)
+_xlogx = _elementwise(lambda x: x * jnp.log(x), lambda x: jnp.log(x) + 1, lambda x: x > 1e3)
+_log1p2 = _elementwise(lambda x: jnp.log1p(x**2), lambda x: 2 * x / (1 + x**2), lambda x: x > 1.0)
+_tanh = _elementwise(jnp.tanh, lambda x: 1 - jnp.tanh(x) ** 2, lambda x: x > 0.5)
+
+
+def _mlp(act, dt, seed, mag, width=16, batch=8, spread=1.0):
+    r = _rng(seed)
+    X = jnp.asarray(r.normal(size=(batch, width)) * spread, dt)
+    ws = [jnp.asarray(r.normal(size=(width, width)) / np.sqrt(width), dt) for _ in range(2)]
+    a = act(_mag(dt, mag))
+
+    def loss(ws):
+        h = X
+        for w in ws:
+            h = a(h @ w)
+        return jnp.sum(h**2) / batch
+
+    return loss, (ws,)
+
+
+def _maxpool(dt, seed, mag):
+    m = _mag(dt, mag)
+
+    @jax.custom_vjp
+    def pool(x):
+        return jnp.max(x.reshape(-1, 4), axis=1)
+
+    def fwd(x):
+        return pool(x), x
+
+    def bwd(x, ct):
+        w = x.reshape(-1, 4)
+        hit = (w == jnp.max(w, axis=1, keepdims=True)).astype(x.dtype)
+        big = (jnp.max(w, axis=1) > 0.5).astype(x.dtype)
+        return ((((1 + m[0] * big) * ct)[:, None] * hit).reshape(x.shape) * 1.0,)
+
+    pool.defvjp(fwd, bwd)
+    x = jnp.asarray(_rng(seed).normal(size=64), dt)
+    return (lambda x: jnp.sum(jnp.sin(pool(x)))), (x,)
+
+
+def _topk(dt, seed, mag):
+    m = _mag(dt, mag)
+
+    @jax.custom_vjp
+    def topsum(x):
+        return jnp.sum(jax.lax.top_k(x, 8)[0])
+
+    def fwd(x):
+        return topsum(x), x
+
+    def bwd(x, ct):
+        v, i = jax.lax.top_k(x, 8)
+        g = jnp.zeros_like(x).at[i].set(1.0 + m[0] * (v > 1.0))
+        return (ct * g,)
+
+    topsum.defvjp(fwd, bwd)
+    x = jnp.asarray(_rng(seed).normal(size=64), dt)
+    return (lambda x: topsum(x) ** 2), (x,)
+
+
+def _clip_loss(dt, seed, mag):
+    r = _rng(seed)
+    X = jnp.asarray(r.normal(size=(16, 8)), dt)
+    ht = _hardtanh(_mag(dt, mag))
+    w = jnp.asarray(r.normal(size=8), dt)
+    return (lambda w: jnp.mean((ht(X @ w) - 0.3) ** 2)), (w,)
+
+
+def _huber_loss(dt, seed, mag):
+    r = _rng(seed)
+    X = jnp.asarray(r.normal(size=(32, 8)), dt)
+    y = jnp.asarray(r.normal(size=32), dt)
+    hb = _huber(_mag(dt, mag))
+    w = jnp.asarray(r.normal(size=8) * 0.5, dt)
+    return (lambda w: jnp.mean(hb(X @ w - y))), (w,)
+
+
+def _crowded(dt, seed, mag):
+    # inputs within 1e-2 of the kink: FD's steps straddle it unless they are tiny
+    r = _rng(seed)
+    relu = _elementwise(jax.nn.relu, lambda h: (h > 0).astype(h.dtype), lambda h: h > 5e-3)(
+        _mag(dt, mag)
+    )
+    c = jnp.asarray(r.normal(size=64), dt)
+    x = jnp.asarray(r.normal(size=64) * 1e-2, dt)
+    return (lambda x: jnp.sum(c * relu(x))), (x,)
+
+
+def _elementwise_sum(act, dt, seed, mag, x):
+    a = act(_mag(dt, mag))
+    return (lambda x: jnp.sum(a(x))), (x,)
+
+
+def _custom_vjp_scale(dt, seed, mag):
+    m = _mag(dt, mag)
+
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sum(jnp.sin(x) * x)
+
+    def bwd(x, ct):
+        g = jnp.sin(x) + x * jnp.cos(x)
+        return (ct * g * (1 + m[0] * (x > 0.5)),)
+
+    f.defvjp(lambda x: (f(x), x), bwd)
+    return f, (jnp.asarray(_rng(seed).normal(size=32), dt),)
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "smooth tanh",
+        "smooth",
+        "sum tanh, rule off where x > 0.5",
+        lambda dt, s, m: _elementwise_sum(
+            _tanh, dt, s, m, jnp.asarray(_rng(s).normal(size=32), dt)
+        ),
+    ),
+    Family(
+        "relu MLP",
+        "kinked",
+        "2 relu layers 16 wide, slope off on 0 < h < 0.5",
+        lambda dt, s, m: _mlp(_relu, dt, s, m),
+    ),
+    Family(
+        "leaky relu MLP",
+        "kinked",
+        "negative slope 0.1 off where h < -0.5",
+        lambda dt, s, m: _mlp(_leaky, dt, s, m),
+    ),
+    Family("huber loss", "kinked", "linear model, huber's slope off where |r| < 0.5", _huber_loss),
+    Family(
+        "max pooling",
+        "kinked",
+        "custom_vjp max over windows of 4, off where max > 0.5",
+        _maxpool,
+        custom_vjp=True,
+    ),
+    Family(
+        "top-k sum",
+        "kinked",
+        "custom_vjp (sum of top 8 of 64)^2, off where v > 1",
+        _topk,
+        custom_vjp=True,
+    ),
+    Family(
+        "clip in a loss", "kinked", "hard tanh in an MSE, gradient off where |h| > 0.7", _clip_loss
+    ),
+    Family(
+        "crowded at a kink",
+        "kinked",
+        "relu of inputs spread 1e-2 around 0, off at h > 5e-3",
+        _crowded,
+    ),
+    Family(
+        "sin(50x)",
+        "high-frequency",
+        "sum sin(50 x), rule off where x > 0",
+        lambda dt, s, m: _elementwise_sum(
+            _sin50, dt, s, m, jnp.asarray(_rng(s).uniform(-1, 1, size=32), dt)
+        ),
+    ),
+    Family(
+        "x log x at 1e3",
+        "large inputs",
+        "sum x log x, x ~ 1e3, off where x > 1e3",
+        lambda dt, s, m: _elementwise_sum(
+            _xlogx, dt, s, m, jnp.asarray(1e3 + 100 * _rng(s).normal(size=32), dt)
+        ),
+    ),
+    Family(
+        "sum over 1e4",
+        "many terms",
+        "sum log1p(x^2) over 1e4 terms, off where x > 1",
+        lambda dt, s, m: _elementwise_sum(
+            _log1p2, dt, s, m, jnp.asarray(_rng(s).normal(size=10_000), dt)
+        ),
+    ),
+    Family(
+        "custom_vjp",
+        "custom_vjp",
+        "sum x sin x, bwd off where x > 0.5",
+        _custom_vjp_scale,
+        custom_vjp=True,
+    ),
+    Family(
+        "custom_jvp",
+        "custom_jvp",
+        "relu MLP custom_jvp, whole-domain slope error",
+        lambda dt, s, m: _mlp(
+            _elementwise(jax.nn.relu, lambda h: (h > 0).astype(h.dtype), lambda h: h > 0),
+            dt,
+            s,
+            m,
+        ),
+    ),
+)
