@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="tiny sizes, few repetitions: a smoke test, no figures"
     )
     p.add_argument("--json", metavar="FILE", help="write the header and every row to FILE")
+    p.add_argument(
+        "--power",
+        action="store_true",
+        help="check suite: the detection-power table (smallest bug caught per family) instead",
+    )
     p.add_argument("--md", metavar="FILE", help="also write the header and rows as Markdown")
     p.add_argument(
         "--reps", type=int, metavar="N", help="timed repetitions per contender (default 20)"
@@ -110,7 +115,9 @@ def build_header(quick: bool, reps: int | None, size: str | None, argv: list[str
     return header
 
 
-def _run_suite(name: str, quick: bool, reps: int | None, size: str | None) -> list[dict]:
+def _run_suite(
+    name: str, quick: bool, reps: int | None, size: str | None, power: bool = False
+) -> list[dict]:
     """Import ``chainrule.bench.<name>`` and run its ``suite``, passing what it accepts."""
     module = importlib.import_module(SUITES[name])
     fn = getattr(module, "suite", None)
@@ -120,6 +127,8 @@ def _run_suite(name: str, quick: bool, reps: int | None, size: str | None) -> li
     kwargs: dict[str, Any] = {}
     if reps is not None and "reps" in params:
         kwargs["reps"] = reps
+    if power and "power" in params:
+        kwargs["power"] = True
     if size is not None and "size" in params:
         kwargs["size"] = size
     rows = fn(quick, **kwargs)
@@ -197,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             with default_reps(args.reps):
-                suite_rows = _run_suite(name, quick, args.reps, args.size)
+                suite_rows = _run_suite(name, quick, args.reps, args.size, args.power)
         except ModuleNotFoundError as e:
             if e.name != SUITES[name]:
                 raise_msg = f"{type(e).__name__}: {e}"
