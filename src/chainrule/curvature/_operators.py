@@ -230,7 +230,7 @@ def _acc_dtype(dtype: Any, accumulate: Any) -> Any:
     if acc == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError(
             "accumulate='float64' needs 64-bit JAX: call "
-            "jax.config.update('jax_enable_x64', True) first (or jax.experimental.enable_x64())."
+            "jax.config.update('jax_enable_x64', True) first."
         )
     if not jnp.issubdtype(acc, jnp.floating):
         raise TypeError(f"accumulate: expected a floating dtype such as 'float64', found {acc}.")
