@@ -559,3 +559,18 @@ def test_internal_cache_holds_no_user_callable():
     gc.collect()
     assert ref() is None
     assert all(not callable(k) for k in _jit._compiled)
+
+
+def test_matmul_precision_change_is_a_new_program():
+    """A config read at lowering time (not in the jaxpr) is part of the key, as in jax.jit."""
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(64, 64)), jnp.float32)
+    f = lambda w: jnp.sum(jnp.tanh(a @ w))  # noqa: E731
+    w = jnp.ones((64, 4), jnp.float32) / 8
+    before = cr.cache_info()["compiled"]
+    with jax.default_matmul_precision("highest"):
+        cr.grad(f)(w)
+        cr.grad(f)(w)
+    with jax.default_matmul_precision("bfloat16"):
+        cr.grad(f)(w)
+        cr.grad(f)(w)
+    assert cr.cache_info()["compiled"] == before + 2

@@ -73,8 +73,16 @@ def test_quick_ad_runs_and_writes_json(quick_ad):
     assert any(n.startswith("hvp_batched") for n in names)
     assert any(n.startswith("jacobian auto") for n in names)
     assert any(n.startswith("jacobian chunked") for n in names)
+    # issue 15's eager rows (a fresh closure per call, a function reused) and the memory row
+    for kind in ("eager fresh: ", "eager reused: "):
+        assert {f"{kind}grad", f"{kind}hvp fwd-over-rev", f"{kind}vjp (fwd+pullback)"} <= names
+    memory = [r for r in rows if r["name"].startswith("memory:")]
+    assert {r["impl"] for r in memory} == {"chainrule", "jax eager"}
+    assert all(r["rss_mb"] > 0 and math.isfinite(r["growth_mb"]) for r in memory)
     for r in rows:
         assert r["suite"] == "ad"
+        if r["name"].startswith("memory:"):
+            continue  # megabytes, not times
         assert {"name", "impl", "size", "ms", "first_call_ms"} <= set(r), r
         for key in ("ms", "min_ms", "first_call_ms", "ratio", "x_fwd"):
             if key in r:

@@ -226,7 +226,13 @@ def _fingerprint(closed: Any, flat: list, options: Any) -> tuple | None:
     shardings = ()
     if jax.device_count() > 1:
         shardings = tuple(getattr(x, "sharding", None) for x in (*closed.consts, *flat))
-    return (key, consts, shardings, options)
+    # config read when the program is lowered (not visible in the jaxpr), as jax.jit keys on it
+    config = (
+        jax.config.jax_default_matmul_precision,
+        str(jax.config.jax_default_device),
+        jax.config.jax_enable_x64,
+    )
+    return (key, consts, shardings, options, config)
 
 
 # --------------------------------------------------------------------------------------------
