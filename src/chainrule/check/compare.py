@@ -140,6 +140,7 @@ def _compare_leaves(name, stats, paths, shapes, cfg, what, caps=None):
         _unravel(idx, shapes[li]),
         "; ".join(notes),
         floor,
+        ad,
     )
     return res, tols
 

@@ -44,6 +44,8 @@ class CheckResult:
       floor: the detection floor: the smallest relative error of the checked quantity this
         check would have caught (its tolerance over the size of what it compared, at the
         least favourable direction); None where nothing was compared.
+      rounding: the share of the tolerance that rounding of the AD side and of the inputs
+        accounts for at the worst direction (the rest is FD's error estimate); None if n/a.
     """
 
     name: str
@@ -56,6 +58,7 @@ class CheckResult:
     worst_index: tuple[int, ...] | None = None
     note: str = ""
     floor: float | None = None
+    rounding: float | None = None
 
     @property
     def passed(self) -> bool:
