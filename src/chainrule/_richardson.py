@@ -280,7 +280,12 @@ def compiled_call(
         # _jit could not fingerprint the program: its printed jaxpr (every equation, parameter
         # and literal value; closed-over arrays are arguments, typed here) keys it instead
         key = ("jaxpr text", str(closed.jaxpr), tuple(jax.typeof(c) for c in consts), options)
-        key = (*key, tuple(jax.typeof(x) for x in flat))
+        config = (  # read when the program is lowered, not visible in the jaxpr
+            jax.config.jax_default_matmul_precision,
+            str(jax.config.jax_default_device),
+            jax.config.jax_enable_x64,
+        )
+        key = (*key, tuple(jax.typeof(x) for x in flat), config)
     exe = None
     if key is not None:
         with _jit._lock:
