@@ -44,8 +44,8 @@ from chainrule import diagnostics, nets
 from ._common import Check, claims_section, floats, gauss_expect, overall
 
 DESCRIPTION = (
-    "Activation variance and per-layer gradient norm through a deep plain network for each "
-    "activation x initializer pair: which vanish, explode or hold"
+    "Forward variance and per-example back-propagated signal through a deep plain network for "
+    "each activation x initializer pair, beside mean field: which vanish, explode or hold"
 )
 X64 = True  # float64 keeps 1e-100 and 1e+100 finite, so exploding pairs stay readable
 

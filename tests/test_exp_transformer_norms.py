@@ -114,5 +114,5 @@ def test_quick_run(results):
     assert results["summary"]["verdict"] in ("reproduced", "partial", "not reproduced")
     rows = results["tables"]["training"]
     assert len(rows) == 4 and all(
-        math.isfinite(r["loss_at_60"]) for r in rows if r["wiring"] == "pre"
+        math.isfinite(r["loss_at_40"]) for r in rows if r["wiring"] == "pre"
     )
