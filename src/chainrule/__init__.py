@@ -17,6 +17,7 @@ from chainrule import initializers as initializers
 from chainrule import nets as nets
 from chainrule import normalization as norm
 from chainrule import normalization as normalization
+from chainrule import sharding as sharding
 from chainrule._deepnorm import DeepNormConstants as DeepNormConstants
 from chainrule._deepnorm import deepnorm_constants as deepnorm_constants
 from chainrule._jit import cache_info as cache_info
@@ -77,6 +78,7 @@ __all__ = [
     "jacobian",
     "jvp",
     "norm",
+    "sharding",
     "normalization",
     "linearize",
     "value_and_grad",

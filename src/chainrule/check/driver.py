@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chainrule import sharding
 from chainrule._richardson import DEFAULT_LEVELS, dtype_eps
 from chainrule._tree import leaf_paths, tree_size
 from chainrule._validate import check_key, check_levels, check_seed, check_step
@@ -225,7 +226,9 @@ def _plan(f, args, checks, cfg: _Cfg, seed, key, what) -> _Plan:
 def _run(f, plan: _Plan, cfg: _Cfg, shrink: float = 1.0) -> dict:
     c = plan.ctx
     ts = plan.ts if shrink == 1.0 else plan.ts * shrink
-    res = program._eval(f, plan.args, c.vs, c.us, plan.u0, ts, plan.tts, cfg, plan.session)
+    # Sharded inputs: each device gets only its slice of the (host-drawn) directions.
+    vs = sharding.reshard_like(c.vs, plan.args, leading=1)
+    res = program._eval(f, plan.args, vs, c.us, plan.u0, ts, plan.tts, cfg, plan.session)
     return _fetch(res, cfg.checks)
 
 

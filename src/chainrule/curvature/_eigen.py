@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chainrule import _tree
+from chainrule import _tree, sharding
 from chainrule.curvature._operators import CurvatureOperator
 
 PyTree = Any
@@ -136,6 +136,9 @@ def eigsh(
         f"lanczos-expand/{m}", lambda: jax.jit(_expand_program(op._apply, n, m, dtype))
     )
     V = jnp.zeros((m + 1, n), dtype).at[0].set(x0 / jnp.linalg.norm(x0))
+    basis = sharding.flat_sharding(op.like, leading=1)
+    if basis is not None:  # sharded parameters: the basis is split along them, never gathered
+        V = jax.device_put(V, basis)
     T = jnp.zeros((m + 1, m + 1), dtype)
     start, matvecs, restarts = 0, 0, 0
     can_restart = m < n and p < m

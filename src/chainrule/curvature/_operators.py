@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from chainrule import _tree
+from chainrule import _tree, sharding
 from chainrule._rules import hvp_rule
 
 PyTree = Any
@@ -84,7 +84,9 @@ class CurvatureOperator:
             parameters' (the message names the first differing path).
         """
         mv = self.program("matvec", lambda: jax.jit(self._apply))
-        return self.unravel(mv(self.state, self.ravel(v)))
+        # The flat vector's layout is XLA's choice; the result goes back on the parameters'
+        # shardings (a reshard of slices, never a gather onto one device).
+        return sharding.reshard_like(self.unravel(mv(self.state, self.ravel(v))), self.like)
 
     def matmat(self, vs: PyTree) -> PyTree:
         """``A v_i`` for a stack of pytrees (leading axis ``m``): ``m`` matvecs, vmapped."""
@@ -208,8 +210,12 @@ def _float_dtype(sub: PyTree, paths: tuple[str, ...]) -> Any:
     return dtypes[0]
 
 
-def _stack_batches(batches: Sequence[PyTree] | None) -> tuple[PyTree, int]:
+def _stack_batches(
+    batches: Sequence[PyTree] | None, mesh: Any = None, axis: Any = "data"
+) -> tuple[PyTree, int]:
     if batches is None:
+        if mesh is not None:
+            raise TypeError("mesh= shards the batches over a mesh axis: pass batches=[...] too.")
         return None, 1
     if not isinstance(batches, (list, tuple)) or len(batches) == 0:
         raise TypeError(
@@ -219,8 +225,26 @@ def _stack_batches(batches: Sequence[PyTree] | None) -> tuple[PyTree, int]:
         )
     for i, b in enumerate(batches[1:], start=1):
         _tree.check_same_shapes_dtypes(batches[0], b, "batches[0]", f"batches[{i}]")
+    if mesh is not None:
+        spec_axis = sharding.check_batch(batches[0], mesh, axis, name="batches[0]")
     stacked = jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *batches)
+    if mesh is not None:  # (num_batches, batch, ...): every batch split along the mesh axis
+        spec = jax.sharding.PartitionSpec(None, spec_axis)
+        stacked = jax.device_put(stacked, jax.sharding.NamedSharding(mesh, spec))
     return stacked, len(batches)
+
+
+def _check_placement(params: PyTree, data: PyTree, mesh: Any) -> None:
+    """The parameters, the data and ``mesh`` must share one mesh (named errors, not JAX's from
+    inside the trace)."""
+    pm = sharding.tree_mesh(params, "params")
+    dm = sharding.tree_mesh(data, "batches")
+    for what, m in (("the batches", dm), ("mesh=", mesh)):
+        if pm is not None and m is not None and m != pm:
+            raise ValueError(
+                f"The parameters are placed on {sharding._describe(pm)} but {what} on "
+                f"{sharding._describe(m)}: place both on one Mesh."
+            )
 
 
 def _acc_dtype(dtype: Any, accumulate: Any) -> Any:
@@ -269,6 +293,8 @@ def hessian(
     wrt: Wrt = None,
     mode: str = "fwd-over-rev",
     accumulate: Any = None,
+    mesh: Any = None,
+    data_axis: Any = "data",
 ) -> CurvatureOperator:
     """The Hessian of ``loss`` at ``params`` as a matrix-free operator.
 
@@ -284,6 +310,10 @@ def hessian(
         keyed by the selected paths (``op.embed`` puts one back into the full tree).
       mode: the HVP composition, one of ``cr.HVP_MODES`` (the rule table ``chainrule._rules``).
       accumulate: dtype of the sum over batches (e.g. ``"float64"``); default the parameters'.
+      mesh: a ``jax.sharding.Mesh``: every batch is split along its axis ``data_axis``
+        (data parallelism: XLA reduces the per-device sums); the parameters may be sharded on
+        the same mesh (``cr.sharding``).
+      data_axis: the mesh axis (or axes) to split each batch's leading dimension over.
 
     Returns:
       A :class:`CurvatureOperator`; one matvec costs one HVP per batch (one data pass).
@@ -291,7 +321,8 @@ def hessian(
     Raises:
       TypeError: ``loss`` does not return a real scalar, or a parameter is not floating.
       ValueError: unknown ``mode``; ``wrt`` selects nothing; batches differ in structure or
-        shape (the message names the path).
+        shape (the message names the path); ``data_axis`` is not an axis of ``mesh`` or does
+        not divide the batch size; parameters and batches on different meshes.
 
     Example:
       >>> import jax.numpy as jnp
@@ -301,7 +332,8 @@ def hessian(
       [6.0, 0.0]
     """
     rule = hvp_rule(mode)
-    data, nb = _stack_batches(batches)
+    data, nb = _stack_batches(batches, mesh, data_axis)
+    _check_placement(params, data, mesh)
     _check_scalar_loss(loss, params, _first_batch(data))
     sel = _Selection(params, wrt)
     sub, rest = sel.split(params)
@@ -455,11 +487,14 @@ def _output_operator(
     accumulate: Any,
     out_op: Callable,
     key: jax.Array | None = None,
+    mesh: Any = None,
+    data_axis: Any = "data",
 ) -> CurvatureOperator:
     """``mean_b J_b^T M_b J_b`` with ``M_b = out_op(out, targets, key_b, u)`` in output space,
     through ``jax.linearize`` of the model and ``jax.linear_transpose`` of its JVP."""
     _tree.check_choice(loss, tuple(LOSSES), "loss")
-    data, nb = _stack_batches(batches)
+    data, nb = _stack_batches(batches, mesh, data_axis)
+    _check_placement(params, data, mesh)
     if data is None:
         raise TypeError(f"{kind} needs batches=[(inputs, targets), ...]; found None.")
     b0 = _first_batch(data)
@@ -516,6 +551,8 @@ def ggn(
     *,
     wrt: Wrt = None,
     accumulate: Any = None,
+    mesh: Any = None,
+    data_axis: Any = "data",
 ) -> CurvatureOperator:
     """The generalized Gauss-Newton matrix ``mean_b J_b^T H_loss J_b`` of ``loss(model(params))``.
 
@@ -531,6 +568,7 @@ def ggn(
       loss: ``"mse"``, ``"softmax_cross_entropy"`` or ``"binary_cross_entropy"``.
       wrt: restrict to a sub-tree (as for :func:`hessian`).
       accumulate: dtype of the sum over batches.
+      mesh, data_axis: split every batch along this mesh axis (as for :func:`hessian`).
 
     Returns:
       A :class:`CurvatureOperator`; one matvec is, per batch, one linearized forward (JVP) and
@@ -551,7 +589,16 @@ def ggn(
     """
     spec = LOSSES.get(loss)
     return _output_operator(
-        "ggn", model, params, batches, loss, wrt, accumulate, lambda o, y, k, u: spec.hvp(o, y, u)
+        "ggn",
+        model,
+        params,
+        batches,
+        loss,
+        wrt,
+        accumulate,
+        lambda o, y, k, u: spec.hvp(o, y, u),
+        mesh=mesh,
+        data_axis=data_axis,
     )
 
 
@@ -570,6 +617,8 @@ def empirical_fisher(
     *,
     wrt: Wrt = None,
     accumulate: Any = None,
+    mesh: Any = None,
+    data_axis: Any = "data",
 ) -> CurvatureOperator:
     """The empirical Fisher ``mean_b (1/B) sum_n g_n g_n^T`` of per-sample loss gradients.
 
@@ -584,6 +633,7 @@ def empirical_fisher(
       loss: a key of :data:`LOSSES`.
       wrt: restrict to a sub-tree.
       accumulate: dtype of the sum over batches.
+      mesh, data_axis: split every batch along this mesh axis (as for :func:`hessian`).
 
     Returns:
       A :class:`CurvatureOperator`; one matvec is one JVP and one VJP of the model per batch.
@@ -609,6 +659,8 @@ def empirical_fisher(
         wrt,
         accumulate,
         lambda o, y, k, u: _rank_one_per_sample(spec.out_grad(o, y), u),
+        mesh=mesh,
+        data_axis=data_axis,
     )
 
 
@@ -622,6 +674,8 @@ def mc_fisher(
     num_samples: int = 1,
     wrt: Wrt = None,
     accumulate: Any = None,
+    mesh: Any = None,
+    data_axis: Any = "data",
 ) -> CurvatureOperator:
     """The Monte-Carlo Fisher: targets drawn from the model's own predictive distribution.
 
@@ -641,6 +695,7 @@ def mc_fisher(
       num_samples: sampled targets per data point ``S``.
       wrt: restrict to a sub-tree.
       accumulate: dtype of the sum over batches.
+      mesh, data_axis: split every batch along this mesh axis (as for :func:`hessian`).
 
     Returns:
       A :class:`CurvatureOperator`; one matvec is one JVP and one VJP of the model per batch.
@@ -667,5 +722,15 @@ def mc_fisher(
         return jnp.mean(parts, axis=0)
 
     return _output_operator(
-        "mc_fisher", model, params, batches, loss, wrt, accumulate, out_op, key=key
+        "mc_fisher",
+        model,
+        params,
+        batches,
+        loss,
+        wrt,
+        accumulate,
+        out_op,
+        key=key,
+        mesh=mesh,
+        data_axis=data_axis,
     )
