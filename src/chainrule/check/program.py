@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chainrule import _env
+from chainrule import _env, _jit
 from chainrule._richardson import compiled_call
 from chainrule._richardson import lines as _line
 from chainrule._richardson import richardson_np as _richardson_np
@@ -214,6 +214,95 @@ def _fast_jit(impl: Callable, static_argnums: tuple[int, ...], optimize: bool) -
     return call
 
 
+# Compiled check programs of plain functions go into _jit's cache (bounded by
+# CHAINRULE_JIT_CACHE_SIZE, emptied by cr.clear_caches()) under a key of the traced program of f
+# (its _jit fingerprint), the check's options and the input types; never f itself. An entry
+# holds no user array (f's closed-over arrays are arguments of the program) and no callable.
+def _plain(jaxpr: Any) -> bool:
+    """No custom rule, callback or effect anywhere in ``jaxpr``: then the check program (JAX's
+    own derivative rules applied to these primitives) is a function of the jaxpr alone."""
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name.startswith("custom_") or "callback" in name or "debug" in name or eqn.effects:
+            return False
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, (tuple, list)) else (p,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns") and not _plain(inner):
+                    return False
+    return True
+
+
+def _eval_fast(f, inputs: tuple, cfg, opts, session: dict | None) -> dict[str, Any] | None:
+    """The check program of a plain ``f`` (see :func:`_plain`) from ``f``'s jaxpr: one trace of
+    ``f`` per check instead of a trace of the whole program (its JVPs, VJPs and HVPs), then the
+    compiled program of that jaxpr, if seen before. None where this does not apply: ``f`` has
+    custom rules or callbacks, or two traces of ``f`` differ (not deterministic: the full
+    program evaluates both and the determinism check says so)."""
+    args = inputs[0]
+    flat_args, in_tree = jax.tree_util.tree_flatten(args)
+    if any(isinstance(x, jax.core.Tracer) for x in flat_args) or jax.config.jax_disable_jit:
+        return None
+    parts = ("_fingerprint", "_trace", "_compile", "_unflatten", "_compiled", "_lock", "_stats")
+    if not all(hasattr(_jit, n) for n in parts):
+        return None
+
+    def g(*leaves):
+        return f(*jax.tree_util.tree_unflatten(in_tree, leaves))
+
+    def g_again(*leaves):  # another object: make_jaxpr caches its trace per function object
+        return f(*jax.tree_util.tree_unflatten(in_tree, leaves))
+
+    try:
+        c1, out_shape = jax.make_jaxpr(g, return_shape=True)(*flat_args)
+        c2 = jax.make_jaxpr(g_again)(*flat_args)
+    except Exception:  # whatever tracing f raises, the full program raises it too
+        return None
+    if not _plain(c1.jaxpr):
+        return None
+    k1 = _jit._fingerprint(c1, flat_args, None)
+    if k1 is None or k1 != _jit._fingerprint(c2, flat_args, None):
+        return None
+    out_tree = jax.tree_util.tree_structure(out_shape)
+    jaxpr = c1.jaxpr
+    consts = list(c1.consts)
+    full = (consts, *inputs)
+    flat, tree = jax.tree_util.tree_flatten(full)
+    flat = [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in flat]
+    key = (k1, cfg, tree, tuple(jax.typeof(x) for x in flat), str(opts))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    key = ("chainrule.check program", *key)
+    capacity = _env.jit_cache_size()
+    with _jit._lock:
+        entry = _jit._compiled.get(key) if capacity else None
+        if entry is not None:
+            _jit._compiled.move_to_end(key)
+            _jit._stats["hits"] += 1
+    if entry is None:
+
+        def program(cs, a, v, u, w, t, tt):
+            def f_now(*aa):
+                out = jax.core.eval_jaxpr(jaxpr, cs, *jax.tree_util.tree_leaves(aa))
+                return jax.tree_util.tree_unflatten(out_tree, out)
+
+            return _eval_impl(f_now, a, v, u, w, t, tt, cfg)
+
+        closed, static = _jit._trace(program, flat, tree)
+        exe = _jit._compile(closed, list(closed.consts), flat, opts)
+        entry = (list(closed.consts), static, exe)
+        with _jit._lock:
+            _jit._stats["compiled"] += 1
+            if capacity:
+                _jit._compiled[key] = entry
+                while len(_jit._compiled) > capacity:
+                    _jit._compiled.popitem(last=False)
+    pc, static, exe = entry
+    return _jit._unflatten(static, list(exe(pc, *flat)))
+
+
 def _eval(f, args, vs, us, u0, ts, tts, cfg, session: dict | None = None) -> dict[str, Any]:
     """One run of the check program for ``f`` as it is now (traced at the check's first run).
 
@@ -226,10 +315,14 @@ def _eval(f, args, vs, us, u0, ts, tts, cfg, session: dict | None = None) -> dic
         return _eval_impl(f, a, v, u, w, t, tt, cfg)
 
     mine = None if session is None else session.setdefault(cfg, {})
-    return _with_options(
-        lambda opts: compiled_call(program, (args, vs, us, u0, ts, tts), opts, mine),
-        optimize=False,
-    )
+
+    def run(opts):
+        fast = _eval_fast(f, (args, vs, us, u0, ts, tts), cfg, opts, mine)
+        if fast is not None:
+            return fast
+        return compiled_call(program, (args, vs, us, u0, ts, tts), opts, mine)
+
+    return _with_options(run, optimize=False)
 
 
 def _richardson_dev_impl(F: jax.Array, h0: jax.Array, eps: float, levels: int):
