@@ -198,14 +198,22 @@ def bound_verdict(ratio: list[float], lo: float, hi: float, noise: float) -> boo
     return None
 
 
-def equal_verdict(a_over_b: list[float], noise: float) -> bool:
-    """Do two contenders time the same? The median ratio within the noise band, either way.
+def equal_verdict(a_over_b: list[float], noise: float) -> bool | None:
+    """Do two contenders time the same? ``True``: the median ratio is within the noise band
+    either way; ``False``: outside its square (a difference no noise seen in this run makes);
+    ``None``: in between (undetermined).
 
     >>> equal_verdict([1.05, 0.97, 1.2], 1.25), equal_verdict([0.35, 0.4, 0.3], 1.25)
     (True, False)
+    >>> equal_verdict([1.17, 1.2, 1.12], 1.12) is None
+    True
     """
     m = statistics.median(a_over_b)
-    return 1 / noise <= m <= noise
+    if 1 / noise <= m <= noise:
+        return True
+    if m < 1 / noise**2 or m > noise**2:
+        return False
+    return None
 
 
 def _all_or_none(vs: list[bool | None]) -> bool | None:
@@ -334,9 +342,10 @@ def jacobian_section(out: dict, p: Params, ctx) -> dict:
                 "auto / picked = 1 (identical optimized HLO)",
                 f"HLO identical: {'yes' if row['auto_same_program'] else 'no'}; auto / "
                 f"{picked} = {_rng(r)}; {picked} / itself = {_rng(twin)}",
-                bool(row["auto_same_program"]) and equal_verdict(r, noise_band(tr)),
+                equal_verdict(r, noise_band(tr)) if row["auto_same_program"] else False,
                 "identical HLO and the median ratio within the noise band (auto, its mode and "
-                "its mode again alternated by themselves)",
+                "its mode again alternated by themselves); beyond the band squared: not "
+                "reproduced; in between: undetermined",
             )
         )
     s["auto_picks"] = ", ".join(f"{r['N']}x{r['M']}: {r['auto_mode']}" for r in jac)
