@@ -40,7 +40,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import chainrule as cr
 
-from ._common import Check, claims_section, floats, line_panel, overall, share_y, within
+from ._common import (
+    Check,
+    claims_section,
+    floats,
+    gauss_expect,
+    line_panel,
+    overall,
+    share_y,
+    within,
+)
 
 DESCRIPTION = (
     "Per-example back-propagated signal against depth for the same deep network plain, with "
@@ -149,16 +158,12 @@ def mean_field_ratio(activation: str, variant: str, depth: int, sigma2: float) -
     sigma2 E[act'(z)^2]`` (residual, branch scale ``a``) or ``1 + sigma2 E[act'(u)^2] / q``
     (BN branch, ``u ~ N(0, 1)``: batch norm divides by ``sqrt(q)``).
     """
-    z, w = np.polynomial.hermite_e.hermegauss(100)  # even: no node at the ReLU kink
-    w = w / w.sum()
     act = {"relu": lambda t: np.maximum(t, 0.0), "tanh": np.tanh}[activation]
     dact = {"relu": lambda t: (t > 0).astype(float), "tanh": lambda t: 1 - np.tanh(t) ** 2}[
         activation
     ]
 
-    def e(f, var):
-        return float(np.sum(w * f(math.sqrt(var) * z)))
-
+    e = gauss_expect
     alpha = _branch_scale(variant, depth)
     q, log_gain = 1.0, 0.0
     for _ in range(depth):
