@@ -22,7 +22,8 @@ def test_he_converges_xavier_stalls_at_16_layers(results):
     chance = math.log(4)
     he, xa = by[16, "he"]["final_loss"], by[16, "xavier"]["final_loss"]
     assert he < 0.5 * chance
-    assert xa > 0.8 * chance  # Xavier has not left the chance plateau
+    assert xa > 0.5 * chance  # Xavier has not converged
+    assert by[16, "xavier"]["steps_to_converge"] is None
     claims = {c["name"]: c["verdict"] for c in results["tables"]["claims"]}
     assert claims["he_converges_xavier_stalls_16"] == "reproduced"
 
@@ -67,8 +68,16 @@ def test_claim_checks_on_synthetic_rows():
         _row(30, "xavier", 1.38, None),
     ]
     assert set(_verdicts(good).values()) == {"reproduced"}
-    # Xavier diverging at 30 layers is not "stalled"; He not converging fails the claim too.
-    for bad in (_row(30, "xavier", None, None), _row(30, "he", 1.0, None)):
+    # A longer budget in which Xavier creeps off the plateau late (>= 3x He's time) keeps
+    # the verdict; Xavier converging soon after He, or diverging, or He not converging, fail.
+    late = [r for r in good if (r["depth"], r["init"]) != (30, "xavier")]
+    late.append(_row(30, "xavier", 0.3, 800))
+    assert _verdicts(late)["he_converges_xavier_stalls_30"] == "reproduced"
+    for bad in (
+        _row(30, "xavier", 0.2, 300),
+        _row(30, "xavier", None, None),
+        _row(30, "he", 1.0, None),
+    ):
         rows = [r for r in good if (r["depth"], r["init"]) != (bad["depth"], bad["init"])]
         assert _verdicts([*rows, bad])["he_converges_xavier_stalls_30"] == "not reproduced"
     # At 22 layers: Xavier must converge too, and not before He.
