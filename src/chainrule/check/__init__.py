@@ -44,11 +44,14 @@ Checks (each along ``num_directions`` random directions drawn from ``seed``/``ke
 The checks run at ``args``: an error confined to a region of the input space is caught when
 ``args`` visits that region; nothing invents other points.
 
-**Semantics.** A check checks ``f`` as it is at the call: its program is traced at every check
-(a global changed, a custom rule redefined, a NumPy array mutated in place are seen) and compiled
-through :func:`chainrule._jit.call`, whose reuse is keyed on the traced program with closed-over
-arrays as arguments: a second check of the same program at the same shapes does not compile
-again, and nothing holds ``f``.
+**Semantics.** A check checks ``f`` as it is at the call: ``f`` is traced at every check (a
+global changed, a custom rule redefined, a NumPy array mutated in place are seen). A function
+without custom rules or callbacks is traced alone and its check program compiled from that
+jaxpr (JAX's own derivative rules make the program a function of the jaxpr); otherwise the whole
+program is traced. Either way compiled programs live in the AD core's bounded cache
+(:mod:`chainrule._jit`), keyed on the traced program with closed-over arrays as arguments: a
+second check of the same program at the same shapes does not compile again, and nothing holds
+``f``.
 
 Layering (each module imports only the ones above it):
 
