@@ -117,25 +117,20 @@ def data_parallel(tag, dtype, mesh1, full=True):
     ref = jax.jit(lambda p, u, x, y: jax.jvp(jax.grad(lambda q: loss(q, x, y)), (p,), (u,))[1])
     r["hvp"] = rel((hvp if full else jax.jit(hvp))(params, v, xs, ys), ref(params, v, x, y))
     tick("hvp")
+    if not full:
+        return dense_checks(r, params, x, y, mesh1)
     hvpb = jax.jit(lambda p, us, x, y: cr.hvp_batched(lambda q: loss(q, x, y), p, us))
     ref_b = jax.jit(jax.vmap(ref, in_axes=(None, 0, None, None)))(params, vs, x, y)
     r["hvp_batched"] = rel(hvpb(params, vs, xs, ys), ref_b)
     tick("hvp_batched")
 
     batches = [(x[:16], y[:16]), (x[16:], y[16:])]
-    if full:
-        g1 = C.ggn(model, params, batches, "mse")
-        g8 = C.ggn(model, params, batches, "mse", mesh=mesh1, data_axis="data")
-        r["ggn_data_spec"] = spec_of(g8.state["data"][0])
-        r["ggn_matvec"] = rel(g8.matvec(v), g1.matvec(v))
-        tick("ggn matvec")
-    # the single-device reference is the dense Hessian of the full-dataset loss
-    dense = dense_hessian(params, x, y)
-    tick("dense")
-    H8 = C.hessian(loss_b, params, batches, mesh=mesh1)
-    r["hessian_data_spec"] = spec_of(H8.state["data"][0])
-    r["hessian_dense"] = rel(H8.to_dense(), dense)
-    tick("to_dense")
+    g1 = C.ggn(model, params, batches, "mse")
+    g8 = C.ggn(model, params, batches, "mse", mesh=mesh1, data_axis="data")
+    r["ggn_data_spec"] = spec_of(g8.state["data"][0])
+    r["ggn_matvec"] = rel(g8.matvec(v), g1.matvec(v))
+    tick("ggn matvec")
+    H8, dense = dense_checks(r, params, x, y, mesh1)
     e8 = C.eigsh(H8, k=3)
     tick("eigsh")
     r["eigsh_converged"] = bool(e8.converged)
@@ -144,6 +139,17 @@ def data_parallel(tag, dtype, mesh1, full=True):
     tick("trace")
     r["trace"] = rel(est.value, jnp.trace(dense))
     r["trace_se"] = float(est.stderr) / abs(float(jnp.trace(dense)))
+
+
+def dense_checks(r, params, x, y, mesh1):
+    """The sharded-dataset Hessian operator against the dense single-device Hessian."""
+    batches = [(x[:16], y[:16]), (x[16:], y[16:])]
+    dense = dense_hessian(params, x, y)
+    H8 = C.hessian(loss_b, params, batches, mesh=mesh1)
+    r["hessian_data_spec"] = spec_of(H8.state["data"][0])
+    r["hessian_dense"] = rel(H8.to_dense(), dense)
+    tick("to_dense")
+    return H8, dense
 
 
 def dense_hessian(params, x, y):
@@ -164,21 +170,25 @@ def param_sharded(tag, dtype, mesh2, full=True):
         jax.grad(lambda p: loss(p, x, y)), (params,), (jax.tree.map(jnp.ones_like, params),)
     )[1]
     hv = cr.hvp(f, ps, v)
+    tick("hvp")
     r["hvp"] = rel(hv, ref_hv)
     r["hvp_specs"], r["hvp_shards"] = specs(hv), shard_shapes(hv)
     H = C.hessian(loss_b, ps, [(x[:16], y[:16]), (x[16:], y[16:])], mesh=mesh2)
     hv2 = H.matvec(v)
     r["matvec_specs"] = specs(hv2)
     r["matvec"] = rel(hv2, ref_hv)
+    tick("matvec")
     if not full:
         return
     hb = cr.hvp_batched(f, ps, vs)
     r["hvp_batched_specs"], r["hvp_batched_shards"] = specs(hb), shard_shapes(hb)
+    tick("hvp_batched")
     jf = lambda p: jnp.tanh(xs @ p["w1"] + p["b1"])  # noqa: E731
     J = cr.jacobian(jf)(ps)
     Jref = jax.jacrev(lambda p: jnp.tanh(x @ p["w1"] + p["b1"]))(params)
     r["jacobian"] = rel(J, Jref)
     r["jacobian_shards"] = shard_shapes(J)
+    tick("jacobian")
 
     # check_grads: passes, and its device program gets the directions split like the params
     seen = []
@@ -195,6 +205,7 @@ def param_sharded(tag, dtype, mesh2, full=True):
         cr.check.program._eval = orig
     r["check_ok"] = bool(rep.passed)
     r["check_dir_specs"] = seen
+    tick("check_grads")
 
     # The Lanczos basis: spy on the expand program eigsh builds on the operator.
     m = 20
@@ -208,6 +219,7 @@ def param_sharded(tag, dtype, mesh2, full=True):
 
     H._programs[f"lanczos-expand/{m}"] = expand
     e = C.eigsh(H, k=2, num_vectors=m)
+    tick("eigsh")
     r["basis_specs"] = basis
     r["eigvec_specs"] = specs(e.eigenvectors)
     dense = dense_hessian(params, x, y)
@@ -215,7 +227,7 @@ def param_sharded(tag, dtype, mesh2, full=True):
 
     # Compiled memory of the hvp program at a width where parameters dominate: per device,
     # the outputs are a quarter of the parameters and no temporary holds them whole.
-    pw, xw, yw = problem(dtype, width=512)
+    pw, xw, yw = problem(dtype, width=256)
     pws = jax.tree.map(lambda a, s: jax.device_put(a, NamedSharding(mesh2, s)), pw, SPECS)
     xws, yws = cr.sharding.shard_batch((xw[:8], yw[:8]), mesh2, "data")
     vw = jax.tree.map(jnp.ones_like, pws)
@@ -228,6 +240,7 @@ def param_sharded(tag, dtype, mesh2, full=True):
         "temp": int(mem.temp_size_in_bytes),
         "argument": int(mem.argument_size_in_bytes),
     }
+    tick("memory")
 
 
 def bad_input(mesh1, mesh2):
