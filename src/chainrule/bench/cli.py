@@ -36,6 +36,7 @@ SUITES: dict[str, str] = {
     "norm": "chainrule.bench.norm",
     "init": "chainrule.bench.init",
     "curvature": "chainrule.bench.curvature",
+    "multidevice": "chainrule.bench.multidevice",
 }
 
 
