@@ -22,11 +22,11 @@ import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from chainrule import _env
 from chainrule.runner.errors import ConfigError, RunnerError, did_you_mean
 from chainrule.runner.yamlio import load_yaml
 
@@ -59,9 +59,7 @@ def _package_roots() -> list[Path]:
 def experiment_dirs(config_path: str | Path | None = None) -> list[Path]:
     """The existing experiment folders, in search order, without duplicates."""
     candidates: list[Path] = []
-    env = os.environ.get(ENV_VAR)
-    if env:
-        candidates += [Path(p) for p in env.split(os.pathsep) if p]
+    candidates += [Path(p) for p in _env.experiment_path()]  # $CHAINRULE_EXPERIMENTS
     candidates.append(Path.cwd() / "experiments")
     if config_path:
         candidates.append(Path(config_path).resolve().parent.parent / "experiments")
