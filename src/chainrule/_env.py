@@ -28,6 +28,7 @@ __all__ = [
     "check_xla_options",
     "experiment_path",
     "jit_cache_size",
+    "raw",
 ]
 
 VARIABLES = (
@@ -41,6 +42,13 @@ VARIABLES = (
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
+
+
+def raw(name: str) -> str | None:
+    """The variable's text as set (None when unset), for a benchmark header to record it."""
+    if name not in VARIABLES:
+        raise ValueError(f"{name} is not one of chainrule's variables: {', '.join(VARIABLES)}.")
+    return os.environ.get(name)
 
 
 def _flag(name: str, default: bool) -> bool:

@@ -132,7 +132,6 @@ def matmul_precision() -> str | None:
 
 def env_header() -> dict[str, Any]:
     """Device, backend, versions and float32 matmul precision, for a benchmark's header."""
-    import os
     import platform
 
     import jaxlib
@@ -140,7 +139,9 @@ def env_header() -> dict[str, Any]:
     import chainrule
 
     dev = jax.devices()[0]
-    extra = os.environ.get("CHAINRULE_CHECK_XLA_OPTIONS")  # recorded verbatim, as set
+    from chainrule import _env
+
+    extra = _env.raw("CHAINRULE_CHECK_XLA_OPTIONS")  # recorded verbatim, as set
     return {
         "chainrule": chainrule.__version__,
         "jax": jax.__version__,
