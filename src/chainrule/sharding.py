@@ -98,8 +98,8 @@ def shard_batch(
       >>> mesh = Mesh(np.array(jax.devices()), ("data",))
       >>> n = len(jax.devices())
       >>> xb = cr.sharding.shard_batch({"x": jnp.ones((2 * n, 3))}, mesh, "data")
-      >>> xb["x"].sharding.spec
-      PartitionSpec('data',)
+      >>> tuple(xb["x"].sharding.spec)
+      ('data',)
     """
     spec_axis = check_batch(batch, mesh, axis, batch_dim=batch_dim)
     spec = P(*([None] * batch_dim), spec_axis)
