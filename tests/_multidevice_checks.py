@@ -13,8 +13,12 @@ import os
 import sys
 import time
 
+# On a loaded CI machine the 8 simulated devices' threads can reach a collective far apart:
+# XLA's 40 s rendezvous timeout would abort the process, so it is raised.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    " --xla_cpu_collective_call_terminate_timeout_seconds=900"
+    " --xla_cpu_collective_timeout_seconds=900"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -107,7 +107,14 @@ def _simulated(num_devices: int, size: str, reps: int | None) -> list[dict]:
     """:func:`measure` in a subprocess with ``num_devices`` simulated CPU devices."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={num_devices}"])
+    # Simulated devices are threads on shared cores: on a loaded machine they can reach a
+    # collective far apart, and XLA's 40 s rendezvous timeout would abort the worker.
+    flags += [
+        f"--xla_force_host_platform_device_count={num_devices}",
+        "--xla_cpu_collective_call_terminate_timeout_seconds=900",
+        "--xla_cpu_collective_timeout_seconds=900",
+    ]
+    env["XLA_FLAGS"] = " ".join(flags)
     cmd = [sys.executable, "-m", "chainrule.bench.multidevice", str(num_devices), size]
     cmd += [str(reps)] if reps is not None else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
