@@ -173,7 +173,11 @@ def _param_key(v: Any, custom: bool) -> Any:
         if not _small(v):
             raise _Uncacheable("a parameter holds a large array")
         return ("A", _literal_key(np.asarray(v)))
-    if isinstance(v, _CALLABLE_TYPES) or callable(v) or type(v).__name__ == "WrappedFun":
+    if (
+        isinstance(v, _CALLABLE_TYPES)
+        or type(v).__name__ == "WrappedFun"
+        or (callable(v) and not _hashable(v))
+    ):
         if custom:
             # A custom_jvp/custom_vjp rule: transforms applied at trace time used it; the
             # compiled program evaluates the primitive's call_jaxpr (keyed above).
@@ -184,6 +188,14 @@ def _param_key(v: Any, custom: bool) -> Any:
     except TypeError:
         raise _Uncacheable(f"an unhashable parameter {type(v).__name__}") from None
     return ("H", type(v), v)
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
 
 
 def _small(x: Any) -> bool:
@@ -205,7 +217,11 @@ def _jaxpr_key(jaxpr: Any) -> tuple:
                 ins.append(ids[v])
         for v in eqn.outvars:
             ids[v] = len(ids)
-        custom = eqn.primitive.name.startswith("custom_")
+        name = eqn.primitive.name
+        if "callback" in name:
+            # its callable runs when the program runs: a cached executable would keep it
+            raise _Uncacheable(f"{name} calls back into Python")
+        custom = name.startswith("custom_")
         params = tuple((k, _param_key(p, custom)) for k, p in sorted(eqn.params.items()))
         parts.append((eqn.primitive, tuple(ins), len(eqn.outvars), params, frozenset(eqn.effects)))
     outs = tuple(
