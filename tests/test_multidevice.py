@@ -56,8 +56,6 @@ def test_curvature_over_sharded_dataset(measured, bits):
     assert r["hessian_dense"] <= TOL[bits]
     if bits == "64":  # equal to rounding: the algorithms below then see the same operator
         return
-    assert r["eigsh_converged"]
-    assert r["eigsh"] <= (1e-4 if bits == "32" else 1e-8)  # eigsh's residual tolerance
     assert r["trace"] <= 4 * r["trace_se"] + TOL[bits]  # Hutchinson, 8 probes
 
 
@@ -100,7 +98,9 @@ def test_lanczos_basis_and_check_directions_are_sharded(measured):
         assert v_in == v_out == [None, "model"], (v_in, v_out)
     for path, spec in r["eigvec_specs"].items():  # (k, ...) like the parameters
         assert spec[0] is None and "model" in spec, (path, spec)
-    assert r["eigsh"] <= 1e-4
+    # eigsh over a dataset split along 'data' with parameters split along 'model': the top
+    # eigenvalues of the dense single-device Hessian, to eigsh's float32 tolerance
+    assert r["eigsh_converged"] and r["eigsh"] <= 1e-4
     assert r["check_ok"]
     dirs = r["check_dir_specs"]  # (num_directions, ...) like each parameter
     assert {str(d) for d in dirs} == {str([None, *sp]) for sp in EXPECTED_SPECS.values()}
@@ -118,3 +118,17 @@ def test_bad_input_names_the_axis_or_the_path(measured):
         assert "params['w2']" in b[key] and "params['b1']" in b[key], b[key]
     assert b["params_vs_mesh"].startswith("ValueError"), b["params_vs_mesh"]
     assert "place both on one Mesh" in b["params_vs_mesh"]
+
+
+def test_bench_rows_on_this_process_devices():
+    # the suite's measurement on this process's devices (one, here): both cases, their ratio
+    from chainrule.bench.multidevice import measure
+
+    rows = measure(1, "quick", reps=1)
+    assert [r["name"] for r in rows] == [
+        "hvp (eager, fwd-over-rev)",
+        "curvature.hessian matvec (2 batches)",
+    ]
+    for r in rows:
+        assert r["devices"] == 1 and r["plain_ms"] > 0 and r["sharded_ms"] > 0
+        assert r["ratio"] == pytest.approx(r["sharded_ms"] / r["plain_ms"])
