@@ -731,3 +731,29 @@ def suite(quick: bool = False, reps: int | None = None, size: str | None = None)
     for row in rows:
         row.setdefault("size_preset", which)
     return rows
+
+
+def eager_suite(quick: bool = False, reps: int | None = None, size: str | None = None):
+    """Only issue 15's eager rows (a fresh closure per call, a function reused) and the memory
+    row of the ``ad`` suite, for a quick look without the rest (same arguments as ``suite``)."""
+    which = _pick_size(size, quick)
+    sizes = SIZES[which]
+    reps = resolve_reps(reps) if reps is not None or not quick else 3
+    warmup = 1 if which == "quick" else 3
+    label, num_layers, width, batch = sizes.mlps[0]
+    rows = _eager_rows(label, (num_layers, width, batch), reps, warmup)
+    rows.extend(_memory_rows(*sizes.memory))
+    for row in rows:
+        row.setdefault("size_preset", which)
+    return rows
+
+
+if __name__ == "__main__":  # python -m chainrule.bench.ad [--quick]: the eager rows alone
+    import sys
+
+    from chainrule.bench.report import format_table, format_targets
+
+    quick = "--quick" in sys.argv
+    rows = eager_suite(quick=quick)
+    print(format_table(rows))
+    print(format_targets(rows, quick=quick))
