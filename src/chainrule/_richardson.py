@@ -249,8 +249,8 @@ def compiled_call(
 
     ``fn`` is traced at this call (nothing of it is stored); the compiled program goes into
     ``_jit``'s cache under ``_jit``'s fingerprint of the traced program (closed-over arrays are
-    arguments), so reuse cannot go stale; a program ``_jit`` cannot fingerprint is keyed by
-    its printed jaxpr (every equation, parameter and literal) and its argument types.
+    arguments), so reuse cannot go stale; a program ``_jit`` cannot fingerprint is compiled for
+    this call only.
     ``session`` (a dict the caller keeps for the runs of one call, e.g. one
     check) maps the arguments' structure and types to the traced and compiled program, so that
     those runs neither re-trace nor look up. Inside an outer trace: ``fn(*args)``.
@@ -276,16 +276,10 @@ def compiled_call(
         hash(key)
     except TypeError:
         key = None
-    if key is None and capacity:
-        # _jit could not fingerprint the program: its printed jaxpr (every equation, parameter
-        # and literal value; closed-over arrays are arguments, typed here) keys it instead
-        key = ("jaxpr text", str(closed.jaxpr), tuple(jax.typeof(c) for c in consts), options)
-        config = (  # read when the program is lowered, not visible in the jaxpr
-            jax.config.jax_default_matmul_precision,
-            str(jax.config.jax_default_device),
-            jax.config.jax_enable_x64,
-        )
-        key = (*key, tuple(jax.typeof(x) for x in flat), config)
+    # A program _jit cannot fingerprint (a callback's callable runs with it, a large constant in
+    # a nested jaxpr, an unhashable parameter) is compiled for this call and not kept: keying it
+    # on its printed jaxpr would keep the callable alive and cannot see a nested constant's
+    # values.
     exe = None
     if key is not None:
         with _jit._lock:
