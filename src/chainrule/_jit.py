@@ -10,10 +10,11 @@
 2. The traced program is fingerprinted: its equations, primitives, parameters, literal values
    (by their bytes) and input types. Two calls with the same fingerprint run the same XLA
    program on (possibly) different inputs, so reusing a compiled executable is sound.
-3. The first time a fingerprint is seen the jaxpr is evaluated op by op (what JAX's eager
-   transforms do: nothing is compiled for a program that may never come back, such as a
-   closure over a Python scalar that changes every step); the second time it is compiled, and
-   from then on the executable is reused.
+3. A new program is compiled at its first sighting and reused from then on. A known program
+   whose top-level literals changed value -- a closure over a Python scalar that changes every
+   step -- is evaluated op by op (what JAX's eager transforms do; its primitives are compiled
+   for those shapes already), and compiled only if the same values come back: a changing
+   scalar never triggers a compilation per step.
 
 The cache holds fingerprints and compiled executables, bounded (``CHAINRULE_JIT_CACHE_SIZE``,
 256 programs by default, least recently used evicted), and no Python callable of the user's:
@@ -56,6 +57,16 @@ PyTree = Any
 _lock = threading.Lock()
 _compiled: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
 _seen: collections.OrderedDict[tuple, None] = collections.OrderedDict()
+_structures: collections.OrderedDict[tuple, None] = collections.OrderedDict()
+
+
+def _remember(table: collections.OrderedDict, key: Any, capacity: int) -> None:
+    table[key] = None
+    table.move_to_end(key)
+    while len(table) > capacity:
+        table.popitem(last=False)
+
+
 _stats = collections.Counter()
 
 # Errors that mean "this function needs concrete values", which JAX's eager transforms accept.
@@ -82,6 +93,7 @@ def clear_cache() -> None:
     with _lock:
         _compiled.clear()
         _seen.clear()
+        _structures.clear()
         _nested.clear()
 
 
@@ -90,10 +102,10 @@ def cache_info() -> dict[str, int]:
 
     Returns:
       A dict: ``traces`` (calls that traced their function), ``evaluated`` (programs run op by
-      op: seen for the first time, uncacheable, or the cache off), ``compiled``, ``hits``
-      (calls served by a compiled program), ``eager`` (functions that needed concrete values
-      and ran as plain JAX), ``direct`` (calls inside an outer trace), ``programs`` (compiled
-      programs held now) and ``capacity``.
+      op: a known program with new literal values, an uncacheable one, or the cache off),
+      ``compiled``, ``hits`` (calls served by a compiled program), ``eager`` (functions that
+      needed concrete values and ran as plain JAX), ``direct`` (calls inside an outer trace),
+      ``programs`` (compiled programs held now) and ``capacity``.
 
     Example:
       >>> import chainrule as cr
@@ -202,19 +214,26 @@ def _small(x: Any) -> bool:
     return int(np.prod(np.shape(x))) <= 64
 
 
-def _jaxpr_key(jaxpr: Any) -> tuple:
+def _jaxpr_key(jaxpr: Any, lits: list | None = None) -> tuple:
+    """The program's structure; with ``lits``, its top-level literal values go there instead
+    (the structure keeps their types), so that programs differing only in a Python scalar's
+    value share a structure."""
     ids: dict[Any, int] = {}
     parts: list = []
+
+    def literal(v):
+        if lits is None:
+            return ("L", v.aval, _literal_key(v.val))
+        lits.append(_literal_key(v.val))
+        return ("L", v.aval)
+
     for v in (*jaxpr.constvars, *jaxpr.invars):
         ids[v] = len(ids)
         parts.append(v.aval)
     for eqn in jaxpr.eqns:
         ins = []
         for v in eqn.invars:
-            if isinstance(v, _core.Literal):
-                ins.append(("L", v.aval, _literal_key(v.val)))
-            else:
-                ins.append(ids[v])
+            ins.append(literal(v) if isinstance(v, _core.Literal) else ids[v])
         for v in eqn.outvars:
             ids[v] = len(ids)
         name = eqn.primitive.name
@@ -224,17 +243,15 @@ def _jaxpr_key(jaxpr: Any) -> tuple:
         custom = name.startswith("custom_")
         params = tuple((k, _param_key(p, custom)) for k, p in sorted(eqn.params.items()))
         parts.append((eqn.primitive, tuple(ins), len(eqn.outvars), params, frozenset(eqn.effects)))
-    outs = tuple(
-        ("L", v.aval, _literal_key(v.val)) if isinstance(v, _core.Literal) else ids[v]
-        for v in jaxpr.outvars
-    )
+    outs = tuple(literal(v) if isinstance(v, _core.Literal) else ids[v] for v in jaxpr.outvars)
     parts.append(outs)
     return tuple(parts)
 
 
 def _fingerprint(closed: Any, flat: list, options: Any) -> tuple | None:
+    lits: list = []
     try:
-        key = _jaxpr_key(closed.jaxpr)
+        key = _jaxpr_key(closed.jaxpr, lits)
     except _Uncacheable:
         return None
     consts = tuple(jax.typeof(c) for c in closed.consts)
@@ -248,7 +265,9 @@ def _fingerprint(closed: Any, flat: list, options: Any) -> tuple | None:
         str(jax.config.jax_default_device),
         jax.config.jax_enable_x64,
     )
-    return (key, consts, shardings, options, config)
+    # (structure, literal values): the first part is the same for a program whose Python
+    # scalars changed value
+    return ((key, consts, shardings, options, config), tuple(lits))
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,9 +328,9 @@ def call(fn: Callable, *args: PyTree, compiler_options: dict | None = None) -> A
       What ``fn(*args)`` returns: its array leaves computed by the program, its other leaves
       (and its pytree structure) as this call's trace produced them.
 
-    Cost: one trace of ``fn`` per call (as JAX's eager transforms); then one op-by-op
-    evaluation (first sighting of the program), one compilation (second sighting) or one
-    compiled execution (later sightings).
+    Cost: one trace of ``fn`` per call (as JAX's eager transforms); then one compilation (a
+    new program), one compiled execution (a program seen before), or one op-by-op evaluation
+    (a known program with new literal values, until those values are seen twice).
     """
     flat, in_tree = jax.tree_util.tree_flatten(args)
     if any(_is_tracer(x) for x in flat) or jax.config.jax_disable_jit:
@@ -343,13 +362,18 @@ def call(fn: Callable, *args: PyTree, compiler_options: dict | None = None) -> A
             if exe is not None:
                 _compiled.move_to_end(key)
                 _stats["hits"] += 1
+            elif key[0] not in _structures:
+                # a new program: compile it now (op by op, a new program's first run compiles
+                # each primitive for its shapes anyway, which costs more than one compilation)
+                _remember(_structures, key[0], capacity)
             elif key in _seen:
-                del _seen[key]
+                del _seen[key]  # these literal values a second time: compile
             else:
-                _seen[key] = None
-                while len(_seen) > capacity:
-                    _seen.popitem(last=False)
-                key = None  # first sighting: evaluate, remember the fingerprint
+                # a known program with new literal values (a Python scalar that changes every
+                # step): evaluate op by op -- its primitives are compiled for these shapes
+                # already -- and compile only if these values come back
+                _remember(_seen, key, capacity)
+                key = None
         if exe is None and key is not None:
             exe = _compile(closed, consts, flat, compiler_options)
             with _lock:
