@@ -748,12 +748,26 @@ def eager_suite(quick: bool = False, reps: int | None = None, size: str | None =
     return rows
 
 
-if __name__ == "__main__":  # python -m chainrule.bench.ad [--quick]: the eager rows alone
+if __name__ == "__main__":  # python -m chainrule.bench.ad [--quick] [--json F] [--md F]
+    import argparse
     import sys
+    from pathlib import Path
 
-    from chainrule.bench.report import format_table, format_targets
+    from chainrule.bench.cli import build_header
+    from chainrule.bench.report import format_markdown, format_table, format_targets, write_json
 
-    quick = "--quick" in sys.argv
-    rows = eager_suite(quick=quick)
+    parser = argparse.ArgumentParser(description="the ad suite's eager and memory rows alone")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json")
+    parser.add_argument("--md")
+    args = parser.parse_args()
+    header = build_header(
+        args.quick, None, None, ["python", "-m", "chainrule.bench.ad", *sys.argv[1:]]
+    )
+    rows = eager_suite(quick=args.quick)
     print(format_table(rows))
-    print(format_targets(rows, quick=quick))
+    print(format_targets(rows, quick=args.quick))
+    if args.json:
+        write_json(args.json, header, rows)
+    if args.md:
+        Path(args.md).write_text(format_markdown(header, rows, quick=args.quick))
