@@ -252,6 +252,7 @@ def test_run_directory_contents(toy, tmp_path):
         "experiment": "toy",
         "seed": 3,
         "output_dir": str(out),
+        "devices": None,
         "sweep": {},
         "params": {"n": 4, "scale": 0.2, "mode": "alpha", "inner": {"width": 4}},
     }

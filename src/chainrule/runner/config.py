@@ -1,8 +1,10 @@
 """Config files: YAML loading, ``--set`` overrides, schema validation, sweeps, multi-run files.
 
-A single-run config has the top-level keys ``experiment``, ``seed``, ``output_dir``, ``sweep`` and
-``params``; a multi-run config has ``runs`` (a list of sub-configs, each inline or
-``include: other.yaml`` plus overrides) and optionally ``name``, ``seed`` and ``output_dir``.
+A single-run config has the top-level keys ``experiment``, ``seed``, ``output_dir``, ``devices``,
+``sweep`` and ``params``; a multi-run config has ``runs`` (a list of sub-configs, each inline or
+``include: other.yaml`` plus overrides) and optionally ``name``, ``seed``, ``output_dir`` and
+``devices``. ``devices`` (``null``, ``all`` or a count) says over how many local devices the
+sweep points run concurrently; ``sweep.seed`` sweeps the run's seed (each point its own).
 Everything is validated before anything is written: an invalid config leaves no run directory.
 Error messages are one line, name the key path (``params.depth``), say what was expected and
 what was found, and suggest the nearest valid key or value.
@@ -38,12 +40,17 @@ __all__ = [
     "apply_override",
     "resolve",
     "config_hash",
+    "check_devices",
+    "device_list",
     "dump_yaml",
 ]
 
-SINGLE_KEYS = ("experiment", "seed", "output_dir", "sweep", "params")
-MULTI_KEYS = ("name", "seed", "output_dir", "runs")
-_ENTRY_KEYS = ("include", "experiment", "seed", "sweep", "params", "output_dir")
+SINGLE_KEYS = ("experiment", "seed", "output_dir", "devices", "sweep", "params")
+MULTI_KEYS = ("name", "seed", "output_dir", "devices", "runs")
+_ENTRY_KEYS = ("include", "experiment", "seed", "devices", "sweep", "params", "output_dir")
+# A sweep over this key sweeps the run's seed, not a parameter (a parameter named ``seed`` is
+# swept as ``params.seed``).
+SEED_SWEEP_KEY = "seed"
 DEFAULT_OUTPUT_DIR = "runs"
 # Integer params whose field declares no upper bound (``le``/``lt``) are capped here: a typo
 # like ``width: 1000000000`` is a config error, not an out-of-memory crash minutes later.
@@ -359,6 +366,7 @@ def _single_schema() -> Any:
         experiment: str = Field(description="module name in experiments/")
         seed: int = Field(0, ge=0, le=MAX_SEED, description="derives every PRNG key of the run")
         output_dir: str = Field(DEFAULT_OUTPUT_DIR, description="parent of the run directory")
+        devices: Any = Field(None, description="null, 'all' or a count of local devices")
         sweep: dict[str, list[Any]] = Field(
             default_factory=dict, description="param path -> list of values (a grid)"
         )
@@ -379,6 +387,7 @@ def _multi_schema() -> Any:
             None, ge=0, le=MAX_SEED, description="seed of sub-runs that set none"
         )
         output_dir: str = Field(DEFAULT_OUTPUT_DIR, description="parent of the run directory")
+        devices: Any = Field(None, description="devices of sub-runs that set none")
         runs: list[dict[str, Any]] = Field(min_length=1, description="sub-configs")
 
     return MultiConfig
@@ -397,6 +406,12 @@ class RunSpec:
     points: list[dict[str, Any]]  # sweep overrides per point ({} when no sweep)
     point_params: list[Any]  # Params per point
     source: str = ""
+    devices: int | str | None = None  # None: sequential; "all" or a count: concurrent points
+    point_seeds: list[int] = field(default_factory=list)  # seed per point (sweep.seed)
+
+    def __post_init__(self) -> None:
+        if not self.point_seeds:
+            self.point_seeds = [self.seed] * len(self.points)
 
     def resolved(self) -> dict[str, Any]:
         """The resolved config: every default filled in (what config.yaml stores)."""
@@ -404,6 +419,7 @@ class RunSpec:
             "experiment": self.experiment,
             "seed": self.seed,
             "output_dir": self.output_dir,
+            "devices": self.devices,
             "sweep": copy.deepcopy(self.sweep),
             "params": self.params.model_dump(mode="json"),
         }
@@ -417,18 +433,24 @@ class MultiSpec:
     output_dir: str
     runs: list[RunSpec] = field(default_factory=list)
     seed: int | None = None
+    devices: int | str | None = None
 
     def resolved(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "seed": self.seed,
             "output_dir": self.output_dir,
+            "devices": self.devices,
             "runs": [r.resolved() for r in self.runs],
         }
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
-    """SHA-256 of the resolved config minus ``output_dir`` (where it goes is not what it is)."""
+    """SHA-256 of the resolved config minus ``output_dir`` and ``devices``.
+
+    Where a run goes and over how many devices its points are spread is not what it computes:
+    a run resumed with other ``devices`` (or none) is the same run.
+    """
 
     def strip(d: Any) -> Any:
         if isinstance(d, dict):
@@ -437,7 +459,13 @@ def config_hash(resolved: dict[str, Any]) -> str:
             return [strip(v) for v in d]
         return d
 
-    text = json.dumps(strip(resolved), sort_keys=True, separators=(",", ":"), default=str)
+    def top(d: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in d.items() if k != "devices"}
+        if isinstance(out.get("runs"), list):
+            out["runs"] = [top(r) if isinstance(r, dict) else r for r in out["runs"]]
+        return out
+
+    text = json.dumps(strip(top(resolved)), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -480,7 +508,66 @@ def _check_sweep_path(params_model: Any, key: str) -> list[str]:
     return parts
 
 
-def _resolve_single(raw: Any, source: str, context: str, seed_default: int | None) -> RunSpec:
+def check_devices(value: Any, where: str = "devices", context: str = "") -> int | str | None:
+    """Validate a ``devices`` value's form: ``None`` (sequential), ``"all"`` or an int >= 1.
+
+    How many devices exist is checked when the run starts (:func:`device_list`): a run
+    directory made on a machine with 8 devices stays readable on one with 2.
+
+    Raises:
+        ConfigError: naming the key, what is expected and what was found.
+    """
+    if value is None or value == "all":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    head = f"{context}: " if context else ""
+    hint = did_you_mean(value, ["all"]) if isinstance(value, str) else ""
+    raise ConfigError(
+        f"{head}{where}: expected 'all', an int >= 1 (a count of local devices) or null "
+        f"(sequential); found {_short(value)}.{hint}"
+    )
+
+
+def device_list(devices: int | str | None, where: str = "devices") -> list[Any] | None:
+    """The local devices a run's points are spread over; ``None`` for a sequential run.
+
+    ``"all"`` is ``jax.local_devices()``; ``n`` its first ``n``.
+
+    Raises:
+        ConfigError: more devices asked for than this process has.
+    """
+    if devices is None:
+        return None
+    import jax
+
+    local = jax.local_devices()
+    if devices == "all":
+        return list(local)
+    if devices > len(local):
+        kind = getattr(local[0], "platform", "?")
+        raise ConfigError(
+            f"{where}: expected 'all', an int in 1..{len(local)} (this process has "
+            f"{len(local)} local {kind} device(s)) or null; found {devices}."
+        )
+    return list(local[:devices])
+
+
+def _check_seeds(values: list[Any], where: str) -> None:
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
+            raise ConfigError(
+                f"{where}[{i}]: expected an int in [0, 2**64 - 1] (a seed); found {_short(v)}."
+            )
+
+
+def _resolve_single(
+    raw: Any,
+    source: str,
+    context: str,
+    seed_default: int | None,
+    devices_default: int | str | None = None,
+) -> RunSpec:
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{context or source}: a config must be a mapping with keys "
@@ -489,18 +576,24 @@ def _resolve_single(raw: Any, source: str, context: str, seed_default: int | Non
     raw = dict(raw)
     if seed_default is not None and "seed" not in raw:
         raw["seed"] = seed_default
+    if devices_default is not None and raw.get("devices") is None:
+        raw["devices"] = devices_default
     top = validate_model(_single_schema(), raw, "", context)
+    devices = check_devices(top.devices, "devices", context)
     module = load_experiment(top.experiment, config_path=source or None, context=context)
     Params = module.Params
     base = validate_params(Params, top.params, "params", context)
     base_dict = top.params
     keys = list(top.sweep)
-    paths = {k: _check_sweep_path(Params, k) for k in keys}
+    paths = {k: _check_sweep_path(Params, k) for k in keys if k != SEED_SWEEP_KEY}
     ctx = f"{context}: " if context else ""
     for k in keys:
         values = top.sweep[k]
         if not values:
             raise ConfigError(f"{ctx}sweep.{k}: needs a non-empty list of values; found [].")
+        if k == SEED_SWEEP_KEY:
+            _check_seeds(values, f"{ctx}sweep.{k}")
+            continue
         for i, v in enumerate(values):
             candidate = _set_path(base_dict, paths[k], v)
             try:
@@ -509,15 +602,18 @@ def _resolve_single(raw: Any, source: str, context: str, seed_default: int | Non
                 raise ConfigError(f"{ctx}sweep.{k}[{i}] = {_short(v)}: {e}") from None
     points: list[dict[str, Any]] = []
     point_params = []
+    point_seeds = []
     for combo in itertools.product(*(top.sweep[k] for k in keys)):
         overrides = dict(zip(keys, combo, strict=True))
         data = base_dict
         for k, v in overrides.items():
-            data = _set_path(data, paths[k], v)
+            if k != SEED_SWEEP_KEY:
+                data = _set_path(data, paths[k], v)
         point_params.append(
             validate_params(Params, data, "params", f"{ctx}sweep point {overrides}")
         )
         points.append(overrides)
+        point_seeds.append(overrides.get(SEED_SWEEP_KEY, top.seed))
     return RunSpec(
         experiment=top.experiment,
         module=module,
@@ -528,6 +624,8 @@ def _resolve_single(raw: Any, source: str, context: str, seed_default: int | Non
         points=points,
         point_params=point_params,
         source=source,
+        devices=devices,
+        point_seeds=point_seeds,
     )
 
 
@@ -550,6 +648,7 @@ def resolve(raw: Any, source: str | Path = "") -> RunSpec | MultiSpec:
     source = str(source)
     if isinstance(raw, dict) and "runs" in raw:
         top = validate_model(_multi_schema(), raw, "")
+        devices = check_devices(top.devices)
         base_dir = Path(source).parent if source else Path.cwd()
         specs = []
         for i, entry in enumerate(top.runs):
@@ -579,9 +678,11 @@ def resolve(raw: Any, source: str | Path = "") -> RunSpec | MultiSpec:
                 sub_source = str(inc_path)
                 where = f"runs[{i}] ({inc_path})"
             entry.pop("output_dir", None)  # sub-runs live inside the parent run directory
-            specs.append(_resolve_single(entry, sub_source, where, top.seed))
+            specs.append(_resolve_single(entry, sub_source, where, top.seed, devices))
         name = top.name or (Path(source).stem if source else "multi")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ConfigError(f"name: use letters, digits, '_', '-', '.' only; found {name!r}.")
-        return MultiSpec(name=name, output_dir=top.output_dir, runs=specs, seed=top.seed)
+        return MultiSpec(
+            name=name, output_dir=top.output_dir, runs=specs, seed=top.seed, devices=devices
+        )
     return _resolve_single(raw, source, "", None)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
 
-__all__ = ["RunContext", "stable_hash", "point_id", "point_key", "seed_key", "MAX_SEED"]
+__all__ = [
+    "RunContext",
+    "stable_hash",
+    "point_id",
+    "point_key",
+    "key_overrides",
+    "seed_key",
+    "MAX_SEED",
+]
 
 MAX_SEED = 2**64 - 1
 
@@ -67,10 +76,21 @@ def point_key(seed: int, point_id: str) -> jax.Array:
     return jax.random.fold_in(seed_key(seed), stable_hash(point_id))
 
 
+def key_overrides(point: dict[str, Any]) -> dict[str, Any]:
+    """The overrides a point's key folds in: all but a swept ``seed`` (which is the seed).
+
+    A point of ``sweep: {seed: [3]}`` therefore has the key of the same point in a run with
+    ``seed: 3`` and no seed sweep.
+    """
+    return {k: v for k, v in point.items() if k != "seed"}
+
+
 class _Progress:
     """One shared ``rich`` progress display (nested bars are tasks of the same display)."""
 
     def __init__(self) -> None:
+        import threading
+
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -89,21 +109,40 @@ class _Progress:
             transient=True,
         )
         self.depth = 0
+        # Points running on several devices at once open and close bars from their threads.
+        self._lock = threading.Lock()
+
+    def _open(self, desc: str, total: int | None) -> Any:
+        with self._lock:
+            if self.depth == 0:
+                self.progress.start()
+            self.depth += 1
+            return self.progress.add_task(desc or "working", total=total)
+
+    def _close(self, task: Any) -> None:
+        with self._lock:
+            self.progress.remove_task(task)
+            self.depth -= 1
+            if self.depth == 0:
+                self.progress.stop()
 
     def track(self, iterable: Iterable, total: int | None, desc: str) -> Iterator:
-        if self.depth == 0:
-            self.progress.start()
-        self.depth += 1
-        task = self.progress.add_task(desc or "working", total=total)
+        task = self._open(desc, total)
         try:
             for item in iterable:
                 yield item
                 self.progress.advance(task)
         finally:
-            self.progress.remove_task(task)
-            self.depth -= 1
-            if self.depth == 0:
-                self.progress.stop()
+            self._close(task)
+
+    @contextlib.contextmanager
+    def counter(self, total: int | None, desc: str) -> Iterator[Callable[[], None]]:
+        """A bar advanced by calling what this yields (points finishing in any order)."""
+        task = self._open(desc, total)
+        try:
+            yield lambda: self.progress.advance(task)
+        finally:
+            self._close(task)
 
 
 def _stderr_is_terminal() -> bool:
@@ -118,7 +157,7 @@ class RunContext:
     """Randomness, progress and logging for one sweep point of an experiment.
 
     Attributes:
-        seed: the config's seed.
+        seed: the point's seed: the config's, or the point's own with ``sweep.seed``.
         key: the point's PRNG key, derived from ``seed`` and the point's sweep overrides.
         out_dir: the run directory.
         point: the point's sweep overrides (``{}`` without a sweep).
@@ -148,14 +187,16 @@ class RunContext:
     ) -> RunContext:
         """Build a context as the runner does (for tests and interactive use).
 
-        The key is the runner's for the same ``seed`` and ``point`` (the sweep overrides).
+        The key is the runner's for the same ``seed`` and ``point`` (the sweep overrides; a
+        ``seed`` among them, from ``sweep.seed``, is the point's seed).
         """
         point = dict(point or {})
         if show_progress is None:
             show_progress = _stderr_is_terminal()
+        seed = int(point.get("seed", seed))  # a swept seed is the point's seed
         return cls(
-            seed=int(seed),
-            key=point_key(int(seed), point_id(point)),
+            seed=seed,
+            key=point_key(seed, point_id(key_overrides(point))),
             out_dir=Path(out_dir),
             point=point,
             show_progress=show_progress,

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import queue
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from chainrule.runner.config import (
+    SEED_SWEEP_KEY,
     MultiSpec,
     RunSpec,
     apply_override,
     config_hash,
+    device_list,
     dump_yaml,
     load_yaml,
     resolve,
@@ -21,6 +27,7 @@ from chainrule.runner.context import (
     RunContext,
     _Progress,
     _stderr_is_terminal,
+    key_overrides,
     point_id,
     point_key,
 )
@@ -77,9 +84,11 @@ def plan_text(spec: RunSpec | MultiSpec) -> str:
     if isinstance(spec, MultiSpec):
         lines.append(f"multi-run {spec.name!r}: {len(runs)} runs into {spec.output_dir}/")
     for r in runs:
+        devs = device_list(r.devices)
         lines.append(
             f"{r.experiment}: seed {r.seed}, {len(r.points)} point(s)"
             + ("" if isinstance(spec, MultiSpec) else f", into {r.output_dir}/")
+            + (f", spread over {len(devs)} device(s)" if devs is not None else "")
         )
         if r.sweep:
             for i, p in enumerate(r.points):
@@ -138,7 +147,9 @@ def run_config(
                     f"run's config.yaml (hash {b[:8]}); resume without CONFIG/--set, or start "
                     f"a new run"
                 )
+            _take_devices(saved, spec)  # how the points are spread is not part of the hash
         spec = saved
+        _check_device_counts(spec)
         if dry_run:
             say(plan_text(spec))
             return None
@@ -147,9 +158,22 @@ def run_config(
         spec = load_spec(config, overrides)
         if out is not None:
             spec.output_dir = str(out)
+        _check_device_counts(spec)
         if dry_run:
             say(plan_text(spec))
             return None
+        run_dir = None
+    writer = _is_writer()
+    if not writer:
+        import jax
+
+        say(
+            f"process {jax.process_index()} of {jax.process_count()}: running every point, "
+            f"writing nothing (process 0 writes the run directory)"
+        )
+        _run_without_writing(spec, run_dir, show_progress, say)
+        return None
+    if run_dir is None:
         name = spec.name if isinstance(spec, MultiSpec) else spec.experiment
         run_dir = make_run_dir(spec.output_dir, name, config_hash(spec.resolved()))
         _write_header(spec, run_dir)
@@ -172,6 +196,56 @@ def run_config(
         _execute(spec, run_dir, progress, show_progress, say)
         _render_single(spec, run_dir)
     return run_dir
+
+
+def _is_writer() -> bool:
+    """Whether this process writes run directories: the only one, or process 0 of several."""
+    import jax
+
+    return jax.process_count() == 1 or jax.process_index() == 0
+
+
+def _run_without_writing(
+    spec: RunSpec | MultiSpec,
+    run_dir: Path | None,
+    show_progress: bool,
+    say: Callable[[str], None],
+) -> None:
+    """A process other than 0 under ``jax.distributed``: run the points, write nothing.
+
+    It runs the points process 0 runs (all of them; with ``--resume`` those without a point
+    file in ``run_dir``, which it only reads) in the same order, so programs that span every
+    process's devices are launched alike everywhere. ``ctx.out_dir`` is a temporary folder,
+    removed afterwards.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="chainrule-nonwriter-"))
+    try:
+        progress = _Progress() if show_progress else None
+        runs = spec.runs if isinstance(spec, MultiSpec) else [spec]
+        for i, child in enumerate(runs):
+            child_dir = run_dir
+            if run_dir is not None and isinstance(spec, MultiSpec):
+                child_dir = run_dir / f"{i + 1:02d}-{child.experiment}"
+            _execute(child, child_dir, progress, show_progress, say, write=False, work=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _take_devices(saved: RunSpec | MultiSpec, given: RunSpec | MultiSpec) -> None:
+    """Give ``saved`` the ``devices`` of ``given`` (a resume with ``--set devices=...``)."""
+    saved.devices = given.devices
+    if isinstance(saved, MultiSpec) and isinstance(given, MultiSpec):
+        for a, b in zip(saved.runs, given.runs, strict=True):
+            a.devices = b.devices
+
+
+def _check_device_counts(spec: RunSpec | MultiSpec) -> None:
+    """Raise ``ConfigError`` before anything is written if a run asks for too many devices."""
+    if isinstance(spec, MultiSpec):
+        for i, child in enumerate(spec.runs):
+            device_list(child.devices, f"runs[{i}].devices" if child.devices else "devices")
+    else:
+        device_list(spec.devices)
 
 
 def _write_header(spec: RunSpec | MultiSpec, run_dir: Path) -> None:
@@ -202,7 +276,7 @@ def _computed_with(spec: RunSpec, i: int) -> dict[str, Any]:
     return {
         "overrides": to_jsonable(spec.points[i]),
         "params": to_jsonable(spec.point_params[i].model_dump(mode="json")),
-        "seed": spec.seed,
+        "seed": spec.point_seeds[i],
     }
 
 
@@ -239,52 +313,197 @@ def _finished(path: Path, spec: RunSpec, i: int) -> dict[str, Any] | None:
 
 def _execute(
     spec: RunSpec,
-    run_dir: Path,
+    run_dir: Path | None,
     progress: Any,
     show_progress: bool,
     say: Callable[[str], None],
+    write: bool = True,
+    work: Path | None = None,
 ) -> None:
-    """Run every unfinished sweep point; save each one as soon as it is done."""
+    """Run every unfinished sweep point; save each one as soon as it is done.
+
+    With ``spec.devices`` the points run concurrently, one per local device (see
+    :func:`_spread`); each is saved by this thread as it arrives, in its own file, so the run
+    directory is the sequential run's. ``write=False`` (a process other than 0 under
+    ``jax.distributed``) runs the same points and writes nothing; ``ctx.out_dir`` is ``work``.
+    """
+    import jax
+
     module = spec.module
     n = len(spec.points)
-    todo = [i for i in range(n) if _finished(_point_file(run_dir, i), spec, i) is None]
-    if len(todo) < len(spec.points):
-        say(f"  {len(spec.points) - len(todo)} of {len(spec.points)} point(s) already done")
-    iterator: Any = todo
-    if progress is not None and len(spec.points) > 1:
-        iterator = progress.track(todo, len(todo), f"{spec.experiment} sweep")
-    with _x64(bool(getattr(module, "X64", False))):
-        for i in iterator:
-            overrides, params = spec.points[i], spec.point_params[i]
-            ctx = RunContext(
-                seed=spec.seed,
-                key=point_key(spec.seed, point_id(overrides)),
-                out_dir=run_dir,
-                point=dict(overrides),
-                show_progress=show_progress,
-                _progress=progress,
+    todo = [
+        i
+        for i in range(n)
+        if run_dir is None or _finished(_point_file(run_dir, i), spec, i) is None
+    ]
+    if len(todo) < n:
+        say(f"  {n - len(todo)} of {n} point(s) already done")
+    devices = device_list(spec.devices)
+    out_dir = run_dir if write and run_dir is not None else (work or Path(tempfile.gettempdir()))
+
+    def compute(i: int) -> tuple[dict[str, Any], float]:
+        overrides, params, seed = spec.points[i], spec.point_params[i], spec.point_seeds[i]
+        ctx = RunContext(
+            seed=seed,
+            key=point_key(seed, point_id(key_overrides(overrides))),
+            out_dir=out_dir,
+            point=dict(overrides),
+            show_progress=show_progress,
+            _progress=progress,
+        )
+        t0 = time.perf_counter()
+        results = module.run(params, ctx)
+        elapsed = time.perf_counter() - t0
+        if not isinstance(results, dict):
+            raise TypeError(
+                f"experiment {spec.experiment!r}: run() must return a dict, got "
+                f"{type(results).__name__}"
             )
-            t0 = time.perf_counter()
-            results = module.run(params, ctx)
-            elapsed = time.perf_counter() - t0
-            if not isinstance(results, dict):
-                raise TypeError(
-                    f"experiment {spec.experiment!r}: run() must return a dict, got "
-                    f"{type(results).__name__}"
-                )
+        return to_jsonable(results), elapsed
+
+    def save(i: int, results: dict[str, Any], elapsed: float, device: str) -> None:
+        if write:
             write_json(
-                _point_file(run_dir, i),
+                _point_file(run_dir, i),  # type: ignore[arg-type]
                 {
                     "index": i,
                     "experiment": spec.experiment,
-                    "seed": spec.seed,
-                    "overrides": overrides,
-                    "params": params.model_dump(mode="json"),
+                    "seed": spec.point_seeds[i],
+                    "overrides": spec.points[i],
+                    "params": spec.point_params[i].model_dump(mode="json"),
                     "elapsed_s": round(elapsed, 3),
+                    "device": device,
                     "results": results,
                 },
             )
-            say(f"  point {i + 1}/{len(spec.points)} done in {elapsed:.1f} s")
+        on = f" on {device}" if devices is not None else ""
+        say(f"  point {i + 1}/{n} done in {elapsed:.1f} s{on}")
+
+    with _x64(bool(getattr(module, "X64", False))):
+        if devices is None:
+            device = _default_device_name()
+            iterator: Any = todo
+            if progress is not None and n > 1:
+                iterator = progress.track(todo, len(todo), f"{spec.experiment} sweep")
+            for i in iterator:
+                results, elapsed = compute(i)
+                save(i, results, elapsed, device)
+            return
+        used = devices[: max(1, min(len(devices), len(todo)))]
+        if todo:
+            say(
+                f"  {len(todo)} point(s) over {len(used)} device(s): "
+                + ", ".join(str(d) for d in used)
+            )
+        bar: Any = contextlib.nullcontext(lambda: None)
+        if progress is not None and n > 1:
+            bar = progress.counter(len(todo), f"{spec.experiment} sweep")
+        with bar as tick:
+
+            def done(i: int, results: dict[str, Any], elapsed: float, device: Any) -> None:
+                save(i, results, elapsed, str(device))
+                tick()
+
+            _spread(todo, used, compute, done, jax.default_device)
+
+
+def _default_device_name() -> str:
+    """The device a sequential run's computations go to (JAX's default device)."""
+    import jax
+
+    dev = jax.config.jax_default_device
+    if dev is None:
+        dev = jax.local_devices()[0]
+    return str(dev)
+
+
+def _spread(
+    todo: list[int],
+    devices: list[Any],
+    compute: Callable[[int], tuple[dict[str, Any], float]],
+    done: Callable[[int, dict[str, Any], float, Any], None],
+    place: Callable[[Any], Any],
+) -> None:
+    """Run ``compute(i)`` for each ``i`` in ``todo``, concurrently, one thread per device.
+
+    Points go round-robin in ``todo``'s order: ``todo[k]`` to ``devices[k % len(devices)]``;
+    each thread runs its points in order inside ``place(device)`` (``jax.default_device``),
+    so each point's computations are placed on its device. JAX releases the GIL while a
+    compiled program runs, so the devices compute at the same time. ``done`` is called in
+    this (the calling) thread as each point finishes, in the order they finish.
+
+    A point that raises: the sequential run stops there, every earlier point finished. Here
+    the threads go on with the points before the lowest failing index only (points after it
+    that are already running finish and are saved too); then that point's exception is
+    raised. On ``KeyboardInterrupt`` the finished points are handed to ``done`` and no new
+    point starts; the points in flight are lost, as in a sequential run (the threads are
+    daemons: they do not hold the process).
+    """
+    lanes = [todo[k :: len(devices)] for k in range(len(devices))]
+    results: queue.Queue = queue.Queue()
+    lock = threading.Lock()
+    state: dict[str, Any] = {"failed": None, "stop": False}
+
+    def worker(device: Any, lane: list[int]) -> None:
+        try:
+            with place(device):
+                for i in lane:
+                    with lock:
+                        failed = state["failed"]
+                        if state["stop"] or (failed is not None and i > failed):
+                            break  # the lane's later points come after it too
+                    try:
+                        out = compute(i)
+                    except BaseException as exc:  # noqa: BLE001  (re-raised by the caller)
+                        with lock:
+                            if state["failed"] is None or i < state["failed"]:
+                                state["failed"] = i
+                        results.put(("error", i, exc, device))
+                        break
+                    results.put(("done", i, out, device))
+        finally:
+            results.put(("lane", None, None, None))
+
+    threads = [
+        threading.Thread(target=worker, args=(d, lane), name=f"chainrule-point-{d}", daemon=True)
+        for d, lane in zip(devices, lanes, strict=True)
+        if lane
+    ]
+    errors: dict[int, BaseException] = {}
+
+    def handle(item: tuple) -> bool:
+        kind, i, payload, device = item
+        if kind == "lane":
+            return True
+        if kind == "error":
+            errors[i] = payload
+        else:
+            done(i, payload[0], payload[1], device)
+        return False
+
+    for t in threads:
+        t.start()
+    live = len(threads)
+    try:
+        while live:
+            try:
+                item = results.get(timeout=0.1)  # a timeout keeps Ctrl-C responsive
+            except queue.Empty:
+                continue
+            live -= handle(item)
+    except BaseException:
+        with lock:
+            state["stop"] = True
+        while True:  # save what has finished already
+            try:
+                item = results.get_nowait()
+            except queue.Empty:
+                break
+            with contextlib.suppress(Exception):
+                handle(item)
+        raise
+    if errors:
+        raise errors[min(errors)]
 
 
 def _load_points(spec: RunSpec, run_dir: Path) -> list[dict[str, Any]]:
@@ -318,9 +537,11 @@ def _render_single(spec: RunSpec, run_dir: Path) -> str:
     multi = len(spec.points) > 1
     desc = str(getattr(module, "DESCRIPTION", "")).strip()
     md = [f"# {spec.experiment}" + (f": {desc}" if desc else ""), ""]
+    seeds = spec.sweep.get(SEED_SWEEP_KEY)
+    seed_text = f"seeds {', '.join(map(str, seeds))}" if seeds else f"seed {spec.seed}"
     md.append(
-        f"Run `{run_dir.name}` · config hash `{config_hash(spec.resolved())[:8]}` · seed "
-        f"{spec.seed} · {len(points)}/{len(spec.points)} point(s) finished"
+        f"Run `{run_dir.name}` · config hash `{config_hash(spec.resolved())[:8]}` · "
+        f"{seed_text} · {len(points)}/{len(spec.points)} point(s) finished"
         + ("" if complete else f" — **incomplete**: resume with `chainrule run --resume {run_dir}`")
     )
     md.append("")
