@@ -186,3 +186,57 @@ def test_seed_sweep_values_are_validated(toy, tmp_path):
     spec = load_spec(toy, ["sweep.seed=[4, 7]"])
     assert spec.point_seeds == [4, 7, 4, 7]
     assert spec.points[1] == {"n": 1, "seed": 7}
+
+
+DIST_TOY = """
+import jax
+from pydantic import BaseModel, ConfigDict
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int = 1
+
+def run(params, ctx):
+    return {"summary": {"u": float(jax.random.uniform(ctx.key)), "n": params.n}}
+"""
+
+
+def test_two_processes_under_jax_distributed_one_run_directory(tmp_path):
+    # two real processes (a coordinator on localhost): one command per host, as documented
+    import socket
+
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "__init__.py").write_text("")
+    (tmp_path / "experiments" / "dtoy.py").write_text(DIST_TOY)
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text("experiment: dtoy\ndevices: all\nsweep:\n  n: [1, 2, 3]\n")
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", CHAINRULE_EXPERIMENTS=str(tmp_path / "experiments"))
+    env.pop("XLA_FLAGS", None)
+    code = "import sys; from chainrule.cli import main; sys.exit(main())"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, "run", str(cfg), "--out", str(tmp_path / "out")]
+            + ["--coordinator", f"localhost:{port}", "--num-processes", "2"]
+            + ["--process-id", str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in (0, 1)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    (run_dir,) = (tmp_path / "out").iterdir()
+    assert outs[0][0].strip() == str(run_dir / "report.md")
+    assert outs[1][0] == ""  # process 1 prints no report path: it wrote none
+    assert "process 1 of 2: running every point, writing nothing" in outs[1][1]
+    assert "  point 3/3 done" in outs[1][1]
+    points = sorted((run_dir / "points").iterdir())
+    assert [p.name for p in points] == ["p0000.json", "p0001.json", "p0002.json"]
+    env_rec = json.loads((run_dir / "environment.json").read_text())
+    assert len(env_rec["devices"]) == 2  # both processes' devices: jax.devices() is global

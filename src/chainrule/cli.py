@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue a run directory, skipping finished points"
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
+    dist = run.add_argument_group(
+        "several hosts (jax.distributed)",
+        "Start the same command on every host; each runs every point on its local devices "
+        "and only process 0 writes the run directory (docs/multidevice.md).",
+    )
+    dist.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (on SLURM, Open MPI, TPU pods... it "
+        "finds the coordinator and this process's id itself); implied by the options below",
+    )
+    dist.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    dist.add_argument("--num-processes", type=int, metavar="N", help="how many processes")
+    dist.add_argument("--process-id", type=int, metavar="I", help="this process's id, 0..N-1")
 
     sub.add_parser(
         "list",
@@ -120,6 +134,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.config is not None:
         args.config = find_config(args.config)  # a path, or a shipped config's name
     quiet = args.quiet
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if (args.distributed or any(v is not None for v in explicit)) and not args.dry_run:
+        import jax
+
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
 
     def echo(msg: str) -> None:
         if args.dry_run:
