@@ -240,3 +240,66 @@ def test_two_processes_under_jax_distributed_one_run_directory(tmp_path):
     assert [p.name for p in points] == ["p0000.json", "p0001.json", "p0002.json"]
     env_rec = json.loads((run_dir / "environment.json").read_text())
     assert len(env_rec["devices"]) == 2  # both processes' devices: jax.devices() is global
+
+
+def test_spread_order_failure_and_interrupt_without_jax():
+    # _spread with stand-in devices: the scheduling rules, independent of any backend
+    import contextlib
+    import threading
+    import time
+
+    from chainrule.runner.core import _spread
+
+    seen: list = []
+    lock = threading.Lock()
+
+    def place(device):
+        return contextlib.nullcontext()
+
+    def compute_with(fail_at=None, slow=()):
+        def compute(i):
+            time.sleep(0.2 if i in slow else 0.01)
+            with lock:
+                seen.append((i, threading.current_thread().name))
+            if i == fail_at:
+                raise ValueError(f"point {i}")
+            return {"i": i}, 0.0
+
+        return compute
+
+    got: dict = {}
+    _spread(
+        list(range(7)),
+        ["d0", "d1", "d2"],
+        compute_with(),
+        lambda i, r, e, d: got.update({i: d}),
+        place,
+    )
+    assert got == {i: f"d{i % 3}" for i in range(7)}  # round-robin in point order
+    # lanes d0: 0, 3, 6; d1: 1, 4; d2: 2, 5. Point 4 fails early, while 0, 2 and 3 are slow:
+    # points 0..3 all run (as sequentially), 5 and 6 are not started; point 4's exception
+    seen.clear()
+    got.clear()
+    with pytest.raises(ValueError, match="point 4"):
+        _spread(
+            list(range(7)),
+            ["d0", "d1", "d2"],
+            compute_with(fail_at=4, slow=(0, 2, 3)),
+            lambda i, r, e, d: got.update({i: d}),
+            place,
+        )
+    assert sorted(got) == [0, 1, 2, 3] and sorted(i for i, _ in seen) == [0, 1, 2, 3, 4]
+    # Ctrl-C (here: raised while saving the first point) starts no new point; what finished is
+    # handed over before the exception goes on
+    got.clear()
+
+    def done(i, r, e, d):
+        if not got:
+            got[i] = d
+            raise KeyboardInterrupt
+        got[i] = d
+
+    with pytest.raises(KeyboardInterrupt):
+        _spread(list(range(40)), ["d0", "d1"], compute_with(slow=range(40)), done, place)
+    time.sleep(0.5)
+    assert len(got) <= 4  # the points in flight at most, not the 40
