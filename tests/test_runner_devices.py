@@ -58,7 +58,7 @@ def test_spread_run_is_the_sequential_run(measured):
 def test_points_go_round_robin_one_per_device_and_run_concurrently(measured):
     assert measured["par_point_devices"] == DEVICES  # point i on local device i % 8
     assert measured["seq_point_devices"] == ["cpu:0"] * 8
-    # inside the experiment, the point's arrays (jitted steps, cr.grad, cr.hvp) live there
+    # inside the experiment, the point's arrays (jitted steps, cr.hvp) live there
     for i, (overrides, seed) in enumerate(measured["par_point_keys"]):
         where = measured["par_array_devices"][f"{overrides['n']},{seed}"]
         assert where == [DEVICES[i], DEVICES[i]], (i, where)
