@@ -109,7 +109,11 @@ def run_config(
     echo: Callable[[str], None] | None = None,
     on_start: Callable[[Path], None] | None = None,
 ) -> Path | None:
-    """Validate and run a config; return its run directory (``None`` for a dry run).
+    """Validate and run a config; return its run directory.
+
+    With the config's ``devices`` (``"all"`` or a count) the sweep points run concurrently,
+    one per local device; the run directory is the sequential run's. Under
+    ``jax.distributed`` every process runs the points and only process 0 writes.
 
     Args:
         config: the YAML file (optional with ``resume``: the run's own config.yaml is used).
@@ -121,8 +125,13 @@ def run_config(
         echo: where one-line status messages go (default: nothing).
         on_start: called with the run directory before the first point runs.
 
+    Returns:
+        The run directory; ``None`` for a dry run, and in a process other than 0 of several
+        (``jax.process_index() != 0``), which writes nothing.
+
     Raises:
-        ConfigError: invalid config (nothing is written).
+        ConfigError: invalid config, or more ``devices`` than this process has (nothing is
+            written).
         RunnerError: a resume directory that is not a run directory, or whose config differs.
     """
     say = echo or (lambda _msg: None)
