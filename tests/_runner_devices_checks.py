@@ -288,4 +288,9 @@ def read_json_yaml(path: Path) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import shutil
+
+    try:
+        main()
+    finally:
+        shutil.rmtree(ROOT, ignore_errors=True)
