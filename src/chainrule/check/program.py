@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chainrule import _env, _jit
+from chainrule import _env, _jit, _kinks
 from chainrule._richardson import compiled_call
 from chainrule._richardson import lines as _line
 from chainrule._richardson import richardson_np as _richardson_np
@@ -100,13 +100,33 @@ def _out_struct(f: Callable, args: tuple) -> PyTree:
     return jax.eval_shape(lambda a: f(*a), args)
 
 
+# what a line of f is along the directions: f is smooth, its kinks are frozen (FD of the piece),
+# or it has kinks that could not be frozen (in a loop body): the driver's re-checks differ
+LINE_KINDS = ("smooth", "frozen", "kinked")
+
+
+def _piece(fn: Callable, args: PyTree) -> tuple[Callable, str]:
+    """``fn``'s smooth piece at ``args`` (:func:`chainrule._kinks.smooth_piece`)."""
+    try:
+        return _kinks.smooth_piece(fn, args)
+    except Exception:  # a primitive the interpreter cannot bind twice: FD of fn itself
+        return fn, "kinked"
+
+
 def _eval_impl(f, args, vs, us, u0, ts, tts, cfg):
     g = lambda a: f(*a)
     # f is evaluated twice, as two traces: a function that is not deterministic (it draws
     # NumPy random numbers while tracing, reads a counter) shows as two different values
     res: dict[str, Any] = {"f0": g(args), "f0_again": g(args)}
+    # FD of f's smooth piece at args: across a kink (relu, max, clip, where) FD of f itself
+    # blends two pieces, and steps small enough to avoid every kink are rounding-bound in
+    # float32; the piece has f's derivatives at args at every step
+    piece, kind = _piece(g, args)
+    res["line"] = np.int8(LINE_KINDS.index(kind))
+    if kind == "frozen":
+        res["kinks"] = jax.vmap(lambda v: _kinks.kink_distance(g, args, v))(vs)
     if "jvp" in cfg.checks or "vjp" in cfg.checks:
-        res["F"] = _line(g, args, vs, ts)
+        res["F"] = _line(piece, args, vs, ts)
     if "jvp" in cfg.checks:
         prim, tan = jax.vmap(lambda v: jax.jvp(g, (args,), (v,)))(vs)
         res["jvp"] = (jax.tree.map(lambda t: t[0], prim), tan)
@@ -118,7 +138,7 @@ def _eval_impl(f, args, vs, us, u0, ts, tts, cfg):
         phi = _scalarized(g, u0)
         grad_fn = jax.grad(phi)
     if hvps:
-        res["G"] = _line(grad_fn, args, vs, ts)
+        res["G"] = _line(_piece(grad_fn, args)[0], args, vs, ts)
         for c in hvps:
             rule = hvp_rule(c[4:-1])
             res[c] = jax.vmap(lambda v, rule=rule: rule(phi, args, v))(vs)
@@ -132,7 +152,7 @@ def _eval_impl(f, args, vs, us, u0, ts, tts, cfg):
                 )
             )
         )(vs)
-        res["taylor"] = (phi(args), _line(phi, args, vs, tts), d)
+        res["taylor"] = (phi(args), _line(_piece(phi, args)[0], args, vs, tts), d)
     return res
 
 
