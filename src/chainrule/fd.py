@@ -27,7 +27,7 @@ thousands of elements, some neighbour differences cancel by chance and would hid
 Costs, in evaluations of ``f`` (all evaluations of one call run as one vmapped batch):
 
 * one directional derivative: O(1) evaluations, independent of the number of parameters W
-  (``forward``/``backward`` 3, ``central`` 4, ``central4`` 8, ``central6`` 12 with the error
+  (``forward``/``backward`` 4, ``central`` 7, ``central4`` 9, ``central6`` 15 with the error
   estimate; ``richardson`` ``2 * levels + 1``; ``complex`` 2 complex evaluations);
 * a full gradient or Jacobian (:func:`gradient`, :func:`jacobian`): O(W) evaluations, i.e.
   O(W^2) work against one reverse pass (~3 evaluations) for a gradient. Use them on small
@@ -184,19 +184,30 @@ def _directional_impl(f, x, v, method, step, levels):
         pairs = [(e, ERR_SAFETY * r) for e, r in pairs]
     else:
         offs, coefs, p = _STENCILS[method]
-        # the stencil at h and at 2h (for the error estimate), plus f(x) for the noise model
-        grid = sorted(set(offs) | {2 * o for o in offs} | {0.0})
+        # the stencil at h, 2h and 4h (the error estimate and whether it is asymptotic), plus
+        # f(x) for the noise model
+        grid = sorted(set(offs) | {2 * o for o in offs} | {4 * o for o in offs} | {0.0})
         ts = h * jnp.asarray(grid, sdt)
         Fs = line(f, x, v, ts)
         pos = {o: i for i, o in enumerate(grid)}
         amp = sum(abs(c) for c in coefs)
+        xv = _rms(x) / jnp.maximum(_rms(v), jnp.finfo(sdt).tiny)
         pairs = []
         for F in jax.tree_util.tree_leaves(Fs):
             hh = h.astype(jnp.finfo(F.dtype).dtype)  # real, also for a complex f
             d1 = sum(c * F[pos[o]] for o, c in zip(offs, coefs, strict=True)) / hh
             d2 = sum(c * F[pos[2 * o]] for o, c in zip(offs, coefs, strict=True)) / (2 * hh)
-            noise = eps * jnp.abs(F[pos[0.0]]) * amp / hh
-            pairs.append((d1, ERR_SAFETY * (jnp.abs(d1 - d2) / (2.0**p - 1) + noise)))
+            d4 = sum(c * F[pos[4 * o]] for o, c in zip(offs, coefs, strict=True)) / (4 * hh)
+            # round-off: of f's values, and of the points x + t v themselves (eps |x| each: a
+            # derivative error of eps |x| / |v| |Jv| amp / h; sin(50 x) at x = 70 in float64)
+            noise = eps * (jnp.abs(F[pos[0.0]]) + xv * jnp.abs(d1)) * amp / hh
+            e12, e24 = jnp.abs(d1 - d2), jnp.abs(d2 - d4)
+            # |d1 - d2| / (2^p - 1) is the error of d1 only where the differences shrink like
+            # h^p; where they do not (50 h ~ 1 rad for sin(50 x), a pole within 4h, rounding)
+            # it underestimated up to 4000x: then the larger difference is the estimate
+            asymptotic = e24 >= 2.0 ** (p - 1) * e12
+            trunc = jnp.where(asymptotic, e12 / (2.0**p - 1), jnp.maximum(e12, e24))
+            pairs.append((d1, ERR_SAFETY * (trunc + noise)))
     est = out_def.unflatten([p[0] for p in pairs])
     err = out_def.unflatten([p[1] for p in pairs])
     return est, err
@@ -221,8 +232,8 @@ def directional(
     """Finite-difference directional derivative ``J(x) v`` of ``f`` with an error estimate.
 
     Cost: O(1) evaluations of ``f`` whatever the number of parameters, run as one vmapped,
-    jit-compiled batch: ``forward``/``backward`` 3, ``central`` 4, ``central4`` 8, ``central6``
-    12 (each includes the second step used for the error estimate and ``f(x)``),
+    jit-compiled batch: ``forward``/``backward`` 4, ``central`` 7, ``central4`` 9, ``central6``
+    15 (each includes the stencil at 2h and 4h used for the error estimate and ``f(x)``),
     ``richardson`` ``2 * levels + 1``, ``complex`` 2 evaluations on complex input.
 
     Args:
@@ -273,8 +284,9 @@ def directional(
     # program, and the result with the smallest error estimate
     h = default_step(x, v, method)
     best = (est, err)
-    # no step that x's own rounding swamps (x + h v == x in float32 at x ~ 1e5)
-    floor = 1e3 * dtype_eps(x) * float(_rms(x)) / max(float(_rms(v)), 1e-300)
+    # no step that x's own rounding swamps (x + h v == x in float32 at x ~ 1e5); above 16
+    # ulps the error estimate's round-off term for the points x + t v says what is left
+    floor = 16 * dtype_eps(x) * float(_rms(x)) / max(float(_rms(v)), 1e-300)
     for shrink in (s for s in (2.0**-6, 2.0**-12) if float(h) * s > floor):
         e2, r2 = compiled_call(fn, (x, v, h * shrink))
         if _size(r2) < _size(best[1]):

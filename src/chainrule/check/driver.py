@@ -409,22 +409,29 @@ def _recheck(f, plan: _Plan, first: dict, tols: dict, smooth: bool) -> dict[str,
     return out
 
 
-def _note_piece(results: dict, res: dict, plan: _Plan) -> dict:
-    """Say that FD was of ``f``'s smooth piece at ``args``, and how near its nearest switch is."""
-    d = np.asarray(res["kinks"], np.float64) / np.asarray(plan.h0, np.float64)
-    near = float(np.min(d)) if d.size else np.inf
+def _note_piece(f, results: dict, plan: _Plan) -> dict:
+    """Say that FD was of ``f``'s smooth piece at ``args``; for a failed derivative check, also
+    how near the nearest switch is (FD of the piece does not straddle it: the failure is not a
+    kink's), and whether ``args`` sit on one (then the derivative is a convention)."""
     text = (
         "FD of f's smooth piece at args (its switches -- relu, max, abs, clip, where, "
         "roundings, sorts -- frozen as they are at args)"
     )
-    if near == 0:
-        text += (
-            "; args sit on a switch along the directions: f's derivative there is one-sided, "
-            "the piece takes JAX's convention for max/abs ties but a custom rule may not"
-        )
-    elif np.isfinite(near):
-        text += f"; its nearest switch along the directions is at {near:.2g} of the largest step"
-    for c in ("jvp", "vjp", *[k for k in results if k.startswith("hvp")], "taylor"):
+    names = ("jvp", "vjp", *[k for k in results if k.startswith("hvp")], "taylor")
+    if any(results[c].status == "failed" for c in names if c in results):
+        d = program.nearest_switch(f, plan.args, plan.ctx.vs) / np.asarray(plan.h0, np.float64)
+        near = float(np.min(d)) if d.size else np.inf
+        if near == 0:
+            text += (
+                "; args sit on a switch along the directions: f's derivative there is "
+                "one-sided, the piece takes JAX's convention for max/abs ties, a custom rule "
+                "may take another"
+            )
+        elif np.isfinite(near):
+            text += (
+                f"; its nearest switch along the directions is at {near:.2g} of the largest step"
+            )
+    for c in names:
         if c in results and results[c].status != "skipped":
             r = results[c]
             results[c] = dataclasses.replace(r, note="; ".join(x for x in (r.note, text) if x))
@@ -554,8 +561,8 @@ def run_checks(
         line = program.LINE_KINDS[int(res["line"])]
         if not notes:
             results.update(_recheck(f, plan, derived, tols, smooth=line != "kinked"))
-        if line == "frozen":
-            results = _note_piece(results, res, plan)
+        if line == "frozen" and not notes:
+            results = _note_piece(f, results, plan)
         if "taylor" in plan.ctx.cfg.checks:
             results["taylor"] = _taylor(res, plan)
             if notes:
