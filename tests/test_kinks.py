@@ -118,7 +118,7 @@ def test_a_multi_key_sort_is_not_frozen():
     assert kind == "kinked" and piece is f
 
 
-@settings(max_examples=12, deadline=None, derandomize=True)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(
     widths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
     acts=st.lists(
@@ -152,10 +152,16 @@ def test_pieces_of_piecewise_linear_nets_are_linear(widths, acts, seed, dtype):
 
     x = jnp.asarray(r.normal(size=(3, 4)), dtype)
     v = jnp.asarray(r.normal(size=(3, 4)), dtype)
-    piece, kind = smooth_piece(f, x)
-    assert kind == "frozen"
-    want = float(jax.jvp(f, (x,), (v,))[1])
-    scale = float(jnp.sum(jnp.abs(c))) * max(1.0, abs(want))
-    for h in (1.0, 1e-2):
-        fd = float((piece(x + h * v) - piece(x - h * v)) / (2 * h))
-        assert abs(fd - want) <= 1e3 * jnp.finfo(dtype).eps * scale * (1 + 1 / h), (h, fd, want)
+    assert smooth_piece(f, x)[1] == "frozen"
+
+    @jax.jit  # one compilation per example (eager, the interpreter dispatches op by op)
+    def run(x, v):
+        piece, _ = smooth_piece(f, x)
+        hs = jnp.asarray([1.0, 1e-2], dtype)
+        fd = jax.vmap(lambda h: (piece(x + h * v) - piece(x - h * v)) / (2 * h))(hs)
+        return fd, jax.jvp(f, (x,), (v,))[1]
+
+    fd, want = run(x, v)
+    scale = float(jnp.sum(jnp.abs(c))) * max(1.0, abs(float(want)))
+    for h, d in zip((1.0, 1e-2), np.asarray(fd), strict=True):
+        assert abs(d - float(want)) <= 1e3 * jnp.finfo(dtype).eps * scale * (1 + 1 / h), (h, d)
