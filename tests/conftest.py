@@ -36,10 +36,41 @@ def dtype(request):
     return jnp.dtype(request.param)
 
 
+@pytest.fixture(scope="session")
+def once(tmp_path_factory):
+    """``once(name, make)``: ``make(folder)``'s JSON value, computed once per test session.
+
+    Under pytest-xdist a module-scoped fixture runs once per worker that gets one of its tests
+    (twice with ``-n 2``: the quick experiment runs and the 8-device subprocesses were a third of
+    the suite's time). The value is kept in the session's shared temporary folder, behind a file
+    lock: the first worker computes it, the other waits for it. ``folder`` is a fresh folder in
+    that shared place (run directories made there stay readable by every worker).
+    """
+    import json
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, shared by its workers
+
+    def get(name: str, make):
+        base = root / f"once-{name}"
+        value = base / "value.json"
+        with FileLock(f"{base}.lock"):
+            if not value.is_file():
+                (base / "work").mkdir(parents=True, exist_ok=True)
+                value.write_text(json.dumps(make(base / "work")))
+        return json.loads(value.read_text())
+
+    return get
+
+
 @pytest.fixture(scope="module")
-def run_quick(tmp_path_factory):
+def run_quick(once):
     """``run_quick("name")``: run ``configs/<name>_quick.yaml`` through the runner into a fresh
-    directory; returns the first sweep point's results (checks that a report was written)."""
+    directory (once per session); returns the first sweep point's results (checks that a report
+    was written)."""
     pytest.importorskip("pydantic")
     import json
     from pathlib import Path
@@ -49,10 +80,11 @@ def run_quick(tmp_path_factory):
     configs = Path(__file__).resolve().parents[1] / "configs"
 
     def run(name: str) -> dict:
-        run_dir = run_config(
-            configs / f"{name}_quick.yaml", out=tmp_path_factory.mktemp("runs"), show_progress=False
-        )
-        assert (run_dir / "report.md").is_file()
-        return json.loads((run_dir / "results.json").read_text())["points"][0]["results"]
+        def make(folder):
+            run_dir = run_config(configs / f"{name}_quick.yaml", out=folder, show_progress=False)
+            assert (run_dir / "report.md").is_file()
+            return json.loads((run_dir / "results.json").read_text())["points"][0]["results"]
+
+        return once(f"quick-{name}", make)
 
     return run

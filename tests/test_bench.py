@@ -29,18 +29,27 @@ _NO_PYDANTIC_MAIN = (
 
 
 @pytest.fixture(scope="module")
-def quick_ad(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "ad.json"
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("JAX_ENABLE_X64", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", _NO_PYDANTIC_MAIN, "ad", "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    return proc, out
+def quick_ad(once):
+    def make(folder):
+        out = folder / "ad.json"
+        env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env.pop("JAX_ENABLE_X64", None)
+        proc = subprocess.run(
+            [sys.executable, "-c", _NO_PYDANTIC_MAIN, "ad", "--quick", "--json", str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        return {
+            "returncode": proc.returncode,
+            "stdout": proc.stdout,
+            "stderr": proc.stderr,
+            "out": str(out),
+        }
+
+    got = once("bench-quick-ad", make)
+    return types.SimpleNamespace(**got), Path(got["out"])
 
 
 def test_quick_ad_runs_and_writes_json(quick_ad):

@@ -16,9 +16,9 @@ ds = load_experiment("depth_signal")
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    run_dir = run_config(REPO / "configs" / "depth_signal_quick.yaml", out=out)
+def quick_run(once):
+    make = lambda out: str(run_config(REPO / "configs" / "depth_signal_quick.yaml", out=out))
+    run_dir = Path(once("depth_signal-quick-dir", make))
     results = json.loads((run_dir / "results.json").read_text())["points"][0]["results"]
     return run_dir, {(r["activation"], r["initializer"]): r for r in results["tables"]["pairs"]}
 

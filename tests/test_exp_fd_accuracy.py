@@ -18,9 +18,9 @@ def results(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    run_dir = run_config(QUICK, out=out, overrides=["params.cost_widths=[16, 256]"])
+def quick_run(once):
+    make = lambda out: str(run_config(QUICK, out=out, overrides=["params.cost_widths=[16, 256]"]))
+    run_dir = Path(once("fd_accuracy-cost-widths", make))
     return run_dir, results(run_dir)
 
 

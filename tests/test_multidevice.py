@@ -23,13 +23,12 @@ HELPER = pathlib.Path(__file__).with_name("_multidevice_checks.py")
 TOL = {"32": 1e-5, "64": 1e-12}
 
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup): the 8-device subprocess
-# behind the module fixture then runs once, not once per worker
-pytestmark = pytest.mark.xdist_group("multidevice")
-
-
 @pytest.fixture(scope="module")
-def measured() -> dict:
+def measured(once) -> dict:
+    return once(pathlib.Path(__file__).stem, lambda _: _measure())
+
+
+def _measure() -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
