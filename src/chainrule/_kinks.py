@@ -1,23 +1,21 @@
-"""How far ``f`` is smooth along a direction: the distance to the nearest kink of its program.
+"""f's smooth piece at a point: f's program with every switch decision taken there.
 
 Finite differences assume ``t -> f(x + t v)`` is smooth over the steps they take. A relu,
-``abs``, ``max``, ``clip``, ``where(x > 0, ...)``, a max pool, a top-k or a rounding makes it
-piecewise smooth, and a step that crosses a switch of one of them measures a blend of two pieces:
-FD's error there is a kink's, its error estimate can be off either way, and a check built on it
-is loose (a planted 1% bug passes) or wrong. JAX's program says where the switches are. Every
-switch is a sign change of a *margin* (``a - b`` of a comparison or of ``max(a, b)``, the
-argument of ``abs``, the gap between the two largest entries of a ``reduce_max``, the distance
-to the next integer of a ``round``), so along ``x + t v`` the nearest one is at about
-``min |margin| / |d margin / dt|`` over every site, to first order in ``t``.
+``abs``, ``max``, ``clip``, ``where(x > 0, ...)``, a max pool, a top-k, a sort or a rounding
+makes it piecewise smooth, and a step that crosses a switch of one of them measures a blend of
+two pieces: FD's error there is a kink's, its error estimate can be off either way, and a check
+built on it is loose (a planted 1% bug passes) or wrong. Steps small enough to cross no switch
+are rounding-bound in float32 (a relu MLP's nearest switch is typically 1e-3 of a default step).
 
-:func:`kink_distance` evaluates ``f``'s jaxpr once with tangents (JAX's own JVP rule for each
-primitive, applied equation by equation) and reduces that ratio over every switch site, through
-``jit``, ``custom_jvp`` / ``custom_vjp`` calls (their primal programs: where the function's
-pieces meet does not depend on the rule under test), ``remat`` and ``cond`` (the branch taken).
-A loop (``scan``, ``while``) whose body has a switch is not unrolled: the distance is then
-unknown (NaN) and callers fall back to what they did without it. Cost: one evaluation of ``f``
-with tangents per direction, traced into the caller's program; a function without switch sites
-costs nothing (the answer, ``inf``, is known when tracing).
+JAX's program says where the switches are: comparisons, ``max``/``min``, ``abs``/``sign``,
+``clamp``, roundings and float-to-int casts, ``rem``, ``reduce_max``/``argmax``, ``sort``,
+``top_k``. :func:`smooth_piece` evaluates the program twice side by side, at the point and at
+the perturbed input, and takes every switch decision from the point: the result is smooth along
+any line, equals ``f`` wherever no switch has flipped, and has ``f``'s derivatives at the point.
+It goes through ``jit``, ``custom_jvp`` / ``custom_vjp`` calls (their primal programs: where the
+pieces meet does not depend on the rule under test), ``remat``, ``cond`` (the branch taken),
+``scan`` and ``while`` (the point's iteration count). The gradient check evaluates its FD side
+on the piece (:mod:`chainrule.check.program`).
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.extend import core as jcore
 
 PyTree = Any
@@ -45,7 +42,6 @@ _ROUNDING = {"floor", "ceil", "round"}
 _REDUCE = {"reduce_max", "reduce_min", "argmax", "argmin"}
 _ORDER = {"sort", "top_k"}
 _CALL_PARAMS = ("jaxpr", "call_jaxpr")
-_LOOPS_OPAQUE = True  # a loop body with a switch makes the distance unknown (not unrolled)
 
 
 def _is_float(x: Any) -> bool:
@@ -85,145 +81,6 @@ def has_switches(jaxpr: Any) -> bool:
     return any(_switch_prim(e) or any(has_switches(s) for s in _sub_jaxprs(e)) for e in jaxpr.eqns)
 
 
-def _ratio(m: jax.Array, r: jax.Array) -> jax.Array:
-    """min over elements of |m| / |r| (inf where r = 0 or the margin is not finite)."""
-    m = jnp.abs(jnp.asarray(m))
-    r = jnp.abs(jnp.asarray(r))
-    d = jnp.where((r > 0) & jnp.isfinite(m) & jnp.isfinite(r), m / jnp.where(r > 0, r, 1), jnp.inf)
-    return jnp.min(d) if d.size else jnp.asarray(jnp.inf, d.dtype)
-
-
-def _zeros_like(x: Any) -> Any:
-    return jnp.zeros(jnp.shape(x), jnp.result_type(x))
-
-
-def _top2_gap(x, t, axes):
-    """Gap between the two largest entries over ``axes`` and its rate."""
-    x, t = jnp.asarray(x), jnp.asarray(t)
-    keep = [a for a in range(x.ndim) if a not in axes]
-    x = jnp.transpose(x, (*keep, *axes)).reshape(*[x.shape[a] for a in keep], -1)
-    t = jnp.transpose(t, (*keep, *axes)).reshape(x.shape)
-    if x.shape[-1] < 2:
-        return None
-    v, i = jax.lax.top_k(x, 2)
-    ti = jnp.take_along_axis(t, i, axis=-1)
-    return v[..., 0] - v[..., 1], ti[..., 0] - ti[..., 1]
-
-
-def _adjacent_gaps(x, t, axis, k=None):
-    """Gaps between neighbours in sorted order along ``axis`` (the first ``k + 1`` only)."""
-    x, t = jnp.moveaxis(jnp.asarray(x), axis, -1), jnp.moveaxis(jnp.asarray(t), axis, -1)
-    n = x.shape[-1]
-    if n < 2:
-        return None
-    m = n if k is None else min(k + 1, n)
-    v, i = jax.lax.top_k(x, m)
-    ti = jnp.take_along_axis(t, i, axis=-1)
-    return v[..., :-1] - v[..., 1:], ti[..., :-1] - ti[..., 1:]
-
-
-def _site(eqn: Any, xs: list, ts: list) -> jax.Array | None:
-    """The distance to this equation's switch along the tangents, or None (no switch)."""
-    name, p = eqn.primitive.name, eqn.params
-    if not _switch_prim(eqn) or name in _EXACT:
-        return None
-    if name in _COMPARE or name in _BINARY:
-        (a, b), (ta, tb) = xs, ts
-        return _ratio(jnp.asarray(a) - b, jnp.asarray(ta) - tb)
-    if name in _UNARY:
-        return _ratio(xs[0], ts[0])
-    if name == "clamp":
-        (lo, x, hi), (tlo, tx, thi) = xs, ts
-        return jnp.minimum(_ratio(x - lo, tx - tlo), _ratio(hi - x, thi - tx))
-    if name in ("floor", "ceil") or name == "convert_element_type":
-        x = jnp.asarray(xs[0])
-        return _ratio(x - jnp.round(x), ts[0])
-    if name == "round":
-        x = jnp.asarray(xs[0])
-        return _ratio(x - (jnp.floor(x) + 0.5), ts[0])
-    if name == "rem":
-        (a, b), (ta, tb) = xs, ts
-        q = a / b
-        return _ratio((q - jnp.round(q)), (ta - q * tb) / b)
-    if name in _REDUCE:
-        x, t = xs[0], ts[0]
-        if name in ("reduce_min", "argmin"):
-            x, t = -jnp.asarray(x), -jnp.asarray(t)
-        gap = _top2_gap(x, t, tuple(p["axes"]))
-        return None if gap is None else _ratio(*gap)
-    if name == "top_k":
-        axis = p.get("axis", -1)
-        gap = _adjacent_gaps(xs[0], ts[0], axis, p["k"])
-        return None if gap is None else _ratio(*gap)
-    if name == "sort":
-        if p.get("num_keys", 1) != 1:
-            return jnp.asarray(jnp.nan)
-        gap = _adjacent_gaps(xs[0], ts[0], p["dimension"])
-        return None if gap is None else _ratio(*gap)
-    return None
-
-
-def _bind_jvp(eqn: Any, xs: list, ts: list) -> tuple[list, list]:
-    """Outputs and tangents of one equation by JAX's own JVP rule of its primitive."""
-    diff = [i for i, (x, t) in enumerate(zip(xs, ts, strict=True)) if t is not None]
-    params = eqn.primitive.get_bind_params(eqn.params)
-    bind = lambda *a: eqn.primitive.bind(*a, **params)
-    if not diff:
-        out = bind(*xs)
-        out = list(out) if eqn.primitive.multiple_results else [out]
-        return out, [None] * len(out)
-
-    def g(*d):
-        a = list(xs)
-        for i, v in zip(diff, d, strict=True):
-            a[i] = v
-        return bind(*a)
-
-    out, tan = jax.jvp(g, [xs[i] for i in diff], [ts[i] for i in diff])
-    if not eqn.primitive.multiple_results:
-        out, tan = [out], [tan]
-    tan = [
-        t if _is_float(o) and getattr(t, "dtype", None) != jax.dtypes.float0 else None
-        for o, t in zip(out, tan, strict=True)
-    ]
-    return list(out), tan
-
-
-def _eval(jaxpr: Any, consts: list, xs: list, ts: list) -> tuple[list, list, jax.Array]:
-    """Evaluate ``jaxpr`` with tangents; also the distance to its nearest switch."""
-    env: dict[Any, tuple[Any, Any]] = {}
-
-    def read(v):
-        if isinstance(v, jcore.Literal):
-            return v.val, None
-        return env[v]
-
-    for v, c in zip(jaxpr.constvars, consts, strict=True):
-        env[v] = (c, None)
-    for v, x, t in zip(jaxpr.invars, xs, ts, strict=True):
-        env[v] = (x, t)
-    dist = jnp.asarray(jnp.inf)
-    for eqn in jaxpr.eqns:
-        pairs = [read(v) for v in eqn.invars]
-        ins = [p for p, _ in pairs]
-        tins = [t for _, t in pairs]
-        if any(t is not None for t in tins):
-            full_t = [
-                _zeros_like(x) if t is None and _is_float(x) else t
-                for x, t in zip(ins, tins, strict=True)
-            ]
-            site = _site(eqn, ins, full_t)
-            if site is not None:
-                dist = jnp.minimum(dist, site)
-        outs, touts, d = _eqn(eqn, ins, tins)
-        if d is not None:
-            dist = jnp.minimum(dist, d)
-        for v, o, t in zip(eqn.outvars, outs, touts, strict=True):
-            env[v] = (o, t)
-    outs = [read(v) for v in jaxpr.outvars]
-    return [o for o, _ in outs], [t for _, t in outs], dist
-
-
 def _call_jaxpr(eqn: Any) -> tuple[Any, list] | None:
     """The called program of a call-like equation (jit, custom_jvp/vjp call, remat)."""
     if eqn.primitive.name in ("cond", "scan", "while"):
@@ -239,70 +96,6 @@ def _call_jaxpr(eqn: Any) -> tuple[Any, list] | None:
         if len(j.invars) == len(eqn.invars) and len(j.outvars) == len(eqn.outvars):
             return j, c
     return None
-
-
-def _eqn(eqn: Any, xs: list, ts: list) -> tuple[list, list, jax.Array | None]:
-    """One equation: outputs, tangents and the distance to a switch inside it (None: none)."""
-    call = _call_jaxpr(eqn)
-    if call is not None:
-        # into the called program, custom rules included: a custom_vjp call has no forward
-        # mode, and where a function's pieces meet does not depend on its rule (under test)
-        return _eval(call[0], call[1], xs, ts)
-    subs = _sub_jaxprs(eqn)
-    if not subs or not any(has_switches(s) for s in subs):
-        out, tan = _bind_jvp(eqn, xs, ts)
-        return out, tan, None
-    if eqn.primitive.name == "cond":
-        out, tan = _bind_jvp(eqn, xs, ts)
-        index, ops, tops = xs[0], xs[1:], ts[1:]
-        ds = []
-        for br in eqn.params["branches"]:
-            tz = [
-                _zeros_like(x) if t is None and _is_float(x) else t
-                for x, t in zip(ops, tops, strict=True)
-            ]
-            ds.append(_eval(br.jaxpr, list(br.consts), ops, tz)[2])
-        pick = jnp.clip(jnp.asarray(index, jnp.int32), 0, len(ds) - 1)
-        return out, tan, jnp.stack(ds)[pick]
-    # a loop (scan, while, ...) with a switch in its body: not unrolled, distance unknown
-    out, tan = _bind_jvp(eqn, xs, ts)
-    return out, tan, jnp.asarray(jnp.nan)
-
-
-def kink_distance(f: Callable, args: PyTree, v: PyTree) -> jax.Array:
-    """The distance ``t`` to the nearest kink or jump of ``f`` along ``args + t v``.
-
-    To first order in ``t``: the smallest ``|margin| / |d margin/dt|`` over every switch site of
-    ``f``'s program (comparisons, ``max``/``min``, ``abs``, ``clamp``, roundings and integer
-    casts, ``reduce_max``/``argmax``, ``sort``, ``top_k``), through calls and the ``cond`` branch
-    taken.
-
-    Args:
-      f: a function of one pytree of arrays (``f(args)``).
-      args: the point.
-      v: a direction shaped like ``args``.
-
-    Returns:
-      A scalar: ``inf`` where ``f`` has no switch the direction moves, NaN where a loop's body
-      has one (not unrolled: unknown), else the distance in units of ``t``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> d = kink_distance(lambda x: jnp.sum(jnp.abs(x)), jnp.array([0.3, -2.0]),
-      ...                   jnp.array([-1.0, 1.0]))
-      >>> round(float(d), 6)  # |0.3| / |-1|: x[0] reaches 0 first
-      0.3
-
-    Cost: one evaluation of ``f`` with tangents (a JVP), nothing if ``f`` has no switch site.
-    """
-    flat, tree = jax.tree_util.tree_flatten(args)
-    closed = jax.make_jaxpr(lambda *a: f(jax.tree_util.tree_unflatten(tree, a)))(*flat)
-    if not has_switches(closed.jaxpr):
-        return jnp.asarray(np.inf, jnp.result_type(*flat) if flat else jnp.float32)
-    tv = jax.tree_util.tree_leaves(v)
-    tv = [t if _is_float(x) else None for x, t in zip(flat, tv, strict=True)]
-    _, _, d = _eval(closed.jaxpr, list(closed.consts), flat, tv)
-    return d
 
 
 # ----------------------------------------------------------------------------- the piece at x

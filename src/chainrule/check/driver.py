@@ -409,29 +409,13 @@ def _recheck(f, plan: _Plan, first: dict, tols: dict, smooth: bool) -> dict[str,
     return out
 
 
-def _note_piece(f, results: dict, plan: _Plan) -> dict:
-    """Say that FD was of ``f``'s smooth piece at ``args``; for a failed derivative check, also
-    how near the nearest switch is (FD of the piece does not straddle it: the failure is not a
-    kink's), and whether ``args`` sit on one (then the derivative is a convention)."""
+def _note_piece(results: dict) -> dict:
+    """Say that FD was of ``f``'s smooth piece at ``args`` (FD across a kink is not a cause)."""
     text = (
         "FD of f's smooth piece at args (its switches -- relu, max, abs, clip, where, "
-        "roundings, sorts -- frozen as they are at args)"
+        "roundings, sorts -- frozen as they are at args; ties take JAX's conventions)"
     )
-    names = ("jvp", "vjp", *[k for k in results if k.startswith("hvp")], "taylor")
-    if any(results[c].status == "failed" for c in names if c in results):
-        d = program.nearest_switch(f, plan.args, plan.ctx.vs) / np.asarray(plan.h0, np.float64)
-        near = float(np.min(d)) if d.size else np.inf
-        if near == 0:
-            text += (
-                "; args sit on a switch along the directions: f's derivative there is "
-                "one-sided, the piece takes JAX's convention for max/abs ties, a custom rule "
-                "may take another"
-            )
-        elif np.isfinite(near):
-            text += (
-                f"; its nearest switch along the directions is at {near:.2g} of the largest step"
-            )
-    for c in names:
+    for c in ("jvp", "vjp", *[k for k in results if k.startswith("hvp")], "taylor"):
         if c in results and results[c].status != "skipped":
             r = results[c]
             results[c] = dataclasses.replace(r, note="; ".join(x for x in (r.note, text) if x))
@@ -562,7 +546,7 @@ def run_checks(
         if not notes:
             results.update(_recheck(f, plan, derived, tols, smooth=line != "kinked"))
         if line == "frozen" and not notes:
-            results = _note_piece(f, results, plan)
+            results = _note_piece(results)
         if "taylor" in plan.ctx.cfg.checks:
             results["taylor"] = _taylor(res, plan)
             if notes:

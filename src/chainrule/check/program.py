@@ -113,16 +113,6 @@ def _piece(fn: Callable, args: PyTree) -> tuple[Callable, str]:
         return fn, "kinked"
 
 
-def nearest_switch(f: Callable, args: PyTree, vs: PyTree) -> np.ndarray:
-    """Per direction (leading axis of ``vs``): the distance ``t`` along ``args + t v`` to the
-    nearest switch of ``f`` (:func:`chainrule._kinks.kink_distance`; inf: none, NaN: in a loop
-    body). One JVP of ``f`` per direction, traced and compiled through ``chainrule._jit``: for
-    the note of a failed check only."""
-    g = lambda a: f(*a)
-    run = lambda a, v: jax.vmap(lambda w: _kinks.kink_distance(g, a, w))(v)
-    return np.asarray(_jit.call(run, args, vs), np.float64)
-
-
 def _eval_impl(f, args, vs, us, u0, ts, tts, cfg):
     g = lambda a: f(*a)
     # f is evaluated twice, as two traces: a function that is not deterministic (it draws
