@@ -88,3 +88,33 @@ def run_quick(once):
         return once(f"quick-{name}", make)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def helper_json(once):
+    """``helper_json(script, drop_env=())``: the JSON that ``tests/<script>`` prints, run once
+    per session in a fresh Python on the CPU (``XLA_FLAGS`` and ``drop_env`` removed from its
+    environment: the 8-device helpers set their own device count before JAX starts)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def run(script: str, drop_env: tuple[str, ...] = ()) -> dict:
+        def make(_):
+            env = dict(os.environ, JAX_PLATFORMS="cpu")
+            for k in ("XLA_FLAGS", *drop_env):
+                env.pop(k, None)
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name(script))],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=600,
+            )
+            assert proc.returncode == 0, proc.stderr[-4000:]
+            return json.loads(proc.stdout)
+
+        return once(Path(script).stem, make)
+
+    return run

@@ -10,32 +10,17 @@ all-reduce) agree to ~1e-6 relative; 1e-5 is stated. float64: 1e-12.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
-HELPER = pathlib.Path(__file__).with_name("_multidevice_checks.py")
+HELPER = "_multidevice_checks.py"
 TOL = {"32": 1e-5, "64": 1e-12}
 
 
 @pytest.fixture(scope="module")
-def measured(once) -> dict:
-    return once(pathlib.Path(__file__).stem, lambda _: _measure())
-
-
-def _measure() -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [sys.executable, str(HELPER)], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout)
+def measured(helper_json) -> dict:
+    out = helper_json(HELPER)
     assert out["devices"] == 8
     return out
 

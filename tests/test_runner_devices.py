@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -21,24 +20,13 @@ pytest.importorskip("pydantic")
 from chainrule.runner import ConfigError, MultiSpec, load_spec, plan_text, run_config  # noqa: E402
 from chainrule.runner.config import config_hash  # noqa: E402
 
-HELPER = pathlib.Path(__file__).with_name("_runner_devices_checks.py")
+HELPER = "_runner_devices_checks.py"
 DEVICES = [f"cpu:{i}" for i in range(8)]
 
 
 @pytest.fixture(scope="module")
-def measured(once) -> dict:
-    return once(pathlib.Path(__file__).stem, lambda _: _measure())
-
-
-def _measure() -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    env.pop("CHAINRULE_EXPERIMENTS", None)
-    proc = subprocess.run(
-        [sys.executable, str(HELPER)], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout)
+def measured(helper_json) -> dict:
+    out = helper_json(HELPER, drop_env=("CHAINRULE_EXPERIMENTS",))
     assert out["devices"] == DEVICES
     return out
 

@@ -314,31 +314,28 @@ def _recheck(f, plan: _Plan, first: dict, tols: dict, smooth: bool) -> dict[str,
         at = f"at {1 / shrink:g}x smaller steps"
         if fails:
             capped, _ = _derivatives(run, h, plan.ctx, tols)
-            # a pass that could not see a few percent (FD rounding-bound at tiny steps) rescues
-            # nothing
-            for c in [c for c in fails if capped[c].status == "passed" and not capped[c].weak]:
-                r0 = first[c]
-                out[c] = dataclasses.replace(
-                    capped[c],
-                    note=f"passed {at}; at the default steps FD differed by "
-                    f"{r0.error:.2e} (tol {r0.tolerance:.2e}), as it does across a kink "
-                    f"(relu, abs, max) or where large steps leave f's domain"
-                    + (f" ({r0.note})" if r0.note else ""),
-                )
-                fails.remove(c)
-            if smooth:
-                # on a smooth line the first re-check that could see a few percent decides:
-                # smaller steps only add rounding, a pass there would be a looser one
-                for c in [c for c in fails if not capped[c].weak]:
-                    r0 = first[c]
-                    out[c] = dataclasses.replace(
-                        capped[c],
-                        note=f"failed {at} too, on a smooth line of f (FD error "
-                        f"{capped[c].fd_error or 0:.2e}); at the default steps the error was "
-                        f"{r0.error:.2e} (tol {r0.tolerance:.2e})"
-                        + (f" ({r0.note})" if r0.note else ""),
+            # A re-check that could see a few percent decides a failure: a pass there is FD's
+            # error at the default steps (a kink, a step past f's domain); on a smooth line a
+            # failure there is the verdict (smaller steps would only add rounding). A weak one
+            # (FD rounding-bound at tiny steps) decides nothing.
+            for c in [c for c in fails if not capped[c].weak]:
+                r0, r1 = first[c], capped[c]
+                if r1.status == "passed":
+                    note = (
+                        f"passed {at}; at the default steps FD differed by {r0.error:.2e} "
+                        f"(tol {r0.tolerance:.2e}), as it does across a kink (relu, abs, max) "
+                        f"or where large steps leave f's domain"
                     )
-                    fails.remove(c)
+                elif smooth:
+                    note = (
+                        f"failed {at} too, on a smooth line of f (FD error "
+                        f"{r1.fd_error or 0:.2e}); at the default steps the error was "
+                        f"{r0.error:.2e} (tol {r0.tolerance:.2e})"
+                    )
+                else:
+                    continue
+                out[c] = dataclasses.replace(r1, note=note + (f" ({r0.note})" if r0.note else ""))
+                fails.remove(c)
         if loose:
             own, _ = _derivatives(run, h, plan.ctx)
             for c in list(loose):

@@ -101,7 +101,8 @@ def _out_struct(f: Callable, args: tuple) -> PyTree:
 
 
 # what a line of f is along the directions: f is smooth, its kinks are frozen (FD of the piece),
-# or it has kinks that could not be frozen (in a loop body): the driver's re-checks differ
+# or it has kinks that could not be frozen (a multi-key sort, an effect, an unknown loop): the
+# driver's re-checks differ
 LINE_KINDS = ("smooth", "frozen", "kinked")
 
 
